@@ -1,0 +1,142 @@
+"""One settings object for the whole service; every knob is a `QUYU_` environment variable.
+
+With nothing set the service runs locally on SQLite.  Secrets (the JWT signing key and the
+field-encryption keys) are generated once into a git-ignored local file in development; with
+`QUYU_ENV=production` a missing or weak secret stops start-up with a clear message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+WEAK_SECRETS = {"secret", "changeme", "change-me", "password", "dev", "development", "test"}
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up when the configuration cannot be used safely."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QUYU_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite+aiosqlite:///./quyu.db"
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    redis_url: str | None = None
+    secrets_file: Path = Path(".quyu-secrets.json")
+
+    # JWT
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
+    jwt_secret: SecretStr | None = None
+    jwt_private_key_file: Path | None = None
+    jwt_public_key_file: Path | None = None
+    jwt_issuer: str = "quyu"
+    jwt_audience: str = "quyu-api"
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
+    refresh_token_ttl_seconds: int = Field(default=30 * 86400, ge=3600)
+    client_token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+
+    # Field encryption (AES-GCM) and blind index (HMAC-SHA256), base64 encoded 32-byte keys.
+    field_encryption_key: SecretStr | None = None
+    blind_index_key: SecretStr | None = None
+
+    # Login throttling: attempts per window.
+    login_attempts_per_phone: int = Field(default=10, ge=1)
+    login_attempts_per_address: int = Field(default=50, ge=1)
+    login_window_seconds: int = Field(default=300, ge=1)
+    trust_forwarded_for: bool = False
+
+    idempotency_ttl_seconds: int = Field(default=86400, ge=60)
+    log_level: str = "INFO"
+    demo_password: str = "demo12345"
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> Settings:
+        if self.env != "production":
+            return self
+        problems: list[str] = []
+        if self.jwt_algorithm == "HS256":
+            if self.jwt_secret is None or _is_weak(self.jwt_secret.get_secret_value()):
+                problems.append(
+                    "QUYU_JWT_SECRET must be set to a random value of at least 32 bytes"
+                )
+        elif self.jwt_private_key_file is None or self.jwt_public_key_file is None:
+            problems.append(
+                "QUYU_JWT_PRIVATE_KEY_FILE and QUYU_JWT_PUBLIC_KEY_FILE are required for "
+                f"{self.jwt_algorithm}"
+            )
+        for name in ("field_encryption_key", "blind_index_key"):
+            value = getattr(self, name)
+            if value is None or not _is_key(value.get_secret_value()):
+                problems.append(f"QUYU_{name.upper()} must be a base64-encoded 32-byte key")
+        if problems:
+            raise ConfigError(
+                "Refusing to start in production: " + "; ".join(problems) + "."
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def ensure_dev_secrets(self) -> None:
+        """Fill missing secrets from (or into) the git-ignored local secrets file."""
+        if self.env == "production":
+            return
+        missing = [
+            name
+            for name in ("jwt_secret", "field_encryption_key", "blind_index_key")
+            if getattr(self, name) is None
+        ]
+        if not missing:
+            return
+        stored: dict[str, str] = {}
+        if self.secrets_file.exists():
+            stored = json.loads(self.secrets_file.read_text(encoding="utf-8"))
+        changed = False
+        for name in missing:
+            if name not in stored:
+                stored[name] = (
+                    secrets.token_urlsafe(48)
+                    if name == "jwt_secret"
+                    else base64.b64encode(secrets.token_bytes(32)).decode()
+                )
+                changed = True
+            setattr(self, name, SecretStr(stored[name]))
+        if changed:
+            self.secrets_file.write_text(json.dumps(stored, indent=2), encoding="utf-8")
+            os.chmod(self.secrets_file, 0o600)
+
+
+def _is_weak(value: str) -> bool:
+    return len(value.encode()) < MIN_SECRET_BYTES or value.lower() in WEAK_SECRETS
+
+
+def _is_key(value: str) -> bool:
+    try:
+        return len(base64.b64decode(value, validate=True)) == 32
+    except ValueError:
+        return False
+
+
+def decode_key(value: SecretStr | None) -> bytes:
+    if value is None:
+        raise ConfigError("key not configured")
+    return base64.b64decode(value.get_secret_value())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.ensure_dev_secrets()
+    return settings

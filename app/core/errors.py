@@ -1,0 +1,261 @@
+"""RFC 9457 problem details with stable machine codes, rendered in zh-CN or English."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.i18n import current_lang, negotiate
+
+logger = logging.getLogger("quyu.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+# code -> (status, zh-CN title, English title)
+CATALOG: dict[str, tuple[int, str, str]] = {
+    "validation_error": (422, "请求参数有误", "The request is not valid"),
+    "not_found": (404, "资源不存在", "Not found"),
+    "method_not_allowed": (405, "不支持该请求方法", "Method not allowed"),
+    "unauthorized": (401, "未登录或登录已失效", "Authentication required"),
+    "token_invalid": (401, "访问令牌无效或已过期", "The access token is invalid or expired"),
+    "forbidden": (403, "无权执行此操作", "You may not do this"),
+    "members_only": (403, "仅限党员账号使用", "Only member accounts may do this"),
+    "scope_missing": (403, "客户端缺少所需权限范围", "The client lacks the required scope"),
+    "conflict": (409, "与当前状态冲突", "Conflicts with the current state"),
+    "invalid_transition": (409, "当前状态不允许此操作", "Not allowed in the current state"),
+    "too_many_requests": (429, "请求过于频繁，请稍后再试", "Too many requests, try again later"),
+    "idempotency_key_reused": (
+        422,
+        "该幂等键已用于另一个请求",
+        "This Idempotency-Key was used with a different request",
+    ),
+    "idempotency_in_flight": (
+        409,
+        "相同幂等键的请求正在处理中",
+        "A request with this Idempotency-Key is still in progress",
+    ),
+    "idempotency_key_invalid": (
+        422,
+        "幂等键格式无效",
+        "The Idempotency-Key header is not valid",
+    ),
+    "phone_taken": (409, "该手机号已注册", "This phone number is already registered"),
+    "id_number_taken": (409, "该身份证号已被其他账号使用", "This ID number belongs to another account"),
+    "org_has_children": (409, "该组织下仍有下级组织", "The organization still has children"),
+    "officer_exists": (409, "该用户已是此组织的工作人员", "The user already serves this organization"),
+    "invalid_parent": (422, "上级组织无效", "The parent organization is not valid"),
+    "precondition_failed": (412, "资源已被修改", "The resource has changed"),
+    "not_acceptable": (406, "不支持的响应格式", "Not acceptable"),
+    "unsupported_media_type": (415, "不支持的内容类型", "Unsupported media type"),
+    "payload_too_large": (413, "请求体过大", "Request body too large"),
+    "service_unavailable": (503, "服务暂不可用", "Service unavailable"),
+    "internal_error": (500, "服务器内部错误", "Internal server error"),
+}
+
+
+def register_codes(codes: dict[str, tuple[int, str, str]]) -> None:
+    """Domains add their own codes at import time; a code keeps one meaning forever."""
+    for code, entry in codes.items():
+        if code in CATALOG and CATALOG[code] != entry:
+            raise ValueError(f"problem code {code!r} registered twice with different meanings")
+        CATALOG[code] = entry
+
+
+class AppError(Exception):
+    """Raise with a catalogued `code`; `detail` and `extra` fields are optional."""
+
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        code: str | None = None,
+        *,
+        detail: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        self.code = code or type(self).code
+        if self.code not in CATALOG:
+            raise ValueError(f"unknown problem code {self.code!r}")
+        self.status = status or CATALOG[self.code][0]
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+        super().__init__(self.code)
+
+
+class NotFound(AppError):
+    code = "not_found"
+
+
+class Forbidden(AppError):
+    code = "forbidden"
+
+
+class Unauthorized(AppError):
+    code = "unauthorized"
+
+    def __init__(self, code: str | None = None, **kwargs: Any) -> None:
+        headers = kwargs.pop("headers", None) or {}
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="quyu"')
+        super().__init__(code, headers=headers, **kwargs)
+
+
+class InvalidTransition(AppError):
+    code = "invalid_transition"
+
+
+class ValidationFailed(AppError):
+    """422 with an `errors` list, for checks that cannot live in a schema."""
+
+    code = "validation_error"
+
+    def __init__(self, field: str, message: str, code: str | None = None) -> None:
+        super().__init__(code, errors=[{"field": field, "message": message}])
+
+
+def title_for(code: str) -> str:
+    _, zh, en = CATALOG.get(code, CATALOG["internal_error"])
+    return en if current_lang.get() == "en" else zh
+
+
+def problem_body(
+    code: str, status: int, detail: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    title = title_for(code)
+    body: dict[str, Any] = {
+        "type": f"urn:quyu:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+        "code": code,
+    }
+    body.update(extra)
+    return body
+
+
+def problem_response(
+    code: str,
+    status: int | None = None,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    status = status or CATALOG[code][0]
+    return JSONResponse(
+        problem_body(code, status, detail, **extra),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+# Pydantic error types with a zh-CN rendering; anything else falls back to pydantic's text.
+_ZH_MESSAGES: dict[str, str] = {
+    "missing": "必填项",
+    "extra_forbidden": "不允许的字段",
+    "string_too_long": "内容过长",
+    "string_too_short": "内容过短",
+    "string_type": "应为字符串",
+    "int_parsing": "应为整数",
+    "int_type": "应为整数",
+    "float_parsing": "应为数字",
+    "float_type": "应为数字",
+    "bool_parsing": "应为布尔值",
+    "bool_type": "应为布尔值",
+    "enum": "取值不在允许范围内",
+    "literal_error": "取值不在允许范围内",
+    "date_from_datetime_parsing": "日期格式应为 YYYY-MM-DD",
+    "date_parsing": "日期格式应为 YYYY-MM-DD",
+    "date_type": "日期格式应为 YYYY-MM-DD",
+    "datetime_parsing": "时间格式应为 RFC 3339",
+    "datetime_type": "时间格式应为 RFC 3339",
+    "uuid_parsing": "应为有效的 ID",
+    "uuid_type": "应为有效的 ID",
+    "greater_than": "数值过小",
+    "greater_than_equal": "数值过小",
+    "less_than": "数值过大",
+    "less_than_equal": "数值过大",
+    "too_long": "条目过多",
+    "too_short": "条目过少",
+    "list_type": "应为列表",
+    "model_type": "应为对象",
+    "dict_type": "应为对象",
+    "json_invalid": "JSON 格式错误",
+    "value_error": "取值无效",
+    "string_pattern_mismatch": "格式不正确",
+}
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
+    return ".".join(parts) or "body"
+
+
+def validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    english = current_lang.get() == "en"
+    out: list[dict[str, str]] = []
+    for err in exc.errors():
+        message = str(err.get("msg", ""))
+        if err.get("type") == "value_error" and message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        elif not english:
+            message = _ZH_MESSAGES.get(str(err.get("type")), message)
+        out.append({"field": _field_name(tuple(err.get("loc", ()))), "message": message})
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        return problem_response(
+            exc.code, exc.status, exc.detail, headers=exc.headers, **exc.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response("validation_error", 422, errors=validation_errors(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            406: "not_acceptable",
+            413: "payload_too_large",
+            415: "unsupported_media_type",
+            429: "too_many_requests",
+            503: "service_unavailable",
+        }.get(exc.status_code, "internal_error" if exc.status_code >= 500 else "conflict")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 401:
+            headers.setdefault("WWW-Authenticate", 'Bearer realm="quyu"')
+        return problem_response(code, exc.status_code, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
+        return problem_response("internal_error", 500)
+
+
+__all__ = [
+    "PROBLEM_JSON",
+    "AppError",
+    "Forbidden",
+    "InvalidTransition",
+    "NotFound",
+    "Unauthorized",
+    "ValidationFailed",
+    "install_error_handlers",
+    "negotiate",
+    "problem_response",
+    "register_codes",
+]

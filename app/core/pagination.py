@@ -1,0 +1,123 @@
+"""Cursor (keyset) pagination: `?limit=&cursor=` in, `{items, next_cursor}` out.
+
+A cursor is the opaque, base64url-encoded sort key of the last item of a page.  Orders are
+stable because every sort key ends with the primary key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel
+from sqlalchemy import Select, and_, or_
+from sqlalchemy.orm import InstrumentedAttribute
+
+from app.core.errors import AppError, register_codes
+
+register_codes({"invalid_cursor": (422, "分页游标无效", "The cursor is not valid")})
+
+T = TypeVar("T")
+MAX_LIMIT = 100
+DEFAULT_LIMIT = 20
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class PageParams:
+    limit: int
+    cursor: str | None
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 100)")] = (
+        DEFAULT_LIMIT
+    ),
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="`next_cursor` of the previous page")
+    ] = None,
+) -> PageParams:
+    return PageParams(limit=limit, cursor=cursor)
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"dt": value.isoformat()}
+    if isinstance(value, uuid.UUID):
+        return {"u": str(value)}
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    raise TypeError(f"cannot put {type(value).__name__} in a cursor")
+
+
+def _decode_value(raw: Any) -> Any:
+    if isinstance(raw, dict) and len(raw) == 1:
+        ((tag, value),) = raw.items()
+        if tag == "dt" and isinstance(value, str):
+            return datetime.fromisoformat(value)
+        if tag == "u" and isinstance(value, str):
+            return uuid.UUID(value)
+        raise ValueError("bad tag")
+    if raw is None or isinstance(raw, (str, int, float)):
+        return raw
+    raise ValueError("bad value")
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    raw = json.dumps([_encode_value(v) for v in values], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, width: int) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(raw, list) or len(raw) != width:
+            raise ValueError("width")
+        return [_decode_value(v) for v in raw]
+    except (ValueError, TypeError) as exc:
+        raise AppError("invalid_cursor") from exc
+
+
+def keyset(
+    stmt: Select[Any],
+    keys: Sequence[InstrumentedAttribute[Any]],
+    params: PageParams,
+    *,
+    descending: bool = False,
+) -> Select[Any]:
+    """Order by `keys`, start after the cursor, fetch limit + 1 rows to know if more exist.
+
+    The comparison is spelled out as (a > x) OR (a = x AND b > y) ... rather than a row-value
+    comparison so that it works the same on SQLite and PostgreSQL and uses the index.
+    """
+    if params.cursor is not None:
+        values = decode_cursor(params.cursor, len(keys))
+        clauses = []
+        for i, key in enumerate(keys):
+            prior = [keys[j] == values[j] for j in range(i)]
+            step = key < values[i] if descending else key > values[i]
+            clauses.append(and_(*prior, step))
+        stmt = stmt.where(or_(*clauses))
+    order = [k.desc() if descending else k.asc() for k in keys]
+    return stmt.order_by(*order).limit(params.limit + 1)
+
+
+def page_of(
+    rows: Sequence[T], params: PageParams, key_of: Any
+) -> tuple[list[T], str | None]:
+    """Cut the extra row and make the next cursor from the last item's sort key."""
+    items = list(rows[: params.limit])
+    if len(rows) > params.limit and items:
+        return items, encode_cursor(key_of(items[-1]))
+    return items, None

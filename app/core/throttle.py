@@ -1,0 +1,55 @@
+"""Fixed-window rate limits whose counters live in the database,
+so that a limit holds across every worker process and machine."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.errors import AppError
+from app.models.kit import RateLimitBucket
+
+
+class Throttled(AppError):
+    code = "too_many_requests"
+
+
+async def hit(
+    factory: async_sessionmaker[AsyncSession],
+    key: str,
+    *,
+    limit: int,
+    window_seconds: int,
+    now: float | None = None,
+) -> None:
+    """Count one attempt under `key`; raise 429 with Retry-After once `limit` is passed.
+
+    One atomic upsert (INSERT … ON CONFLICT DO UPDATE … RETURNING) in its own short
+    transaction, so that the count survives the caller's rollback.
+    """
+    now = now if now is not None else time.time()
+    window = int(now // window_seconds) * window_seconds
+    async with factory() as session, session.begin():
+        dialect = session.bind.dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(RateLimitBucket).values(
+            key=key, window_start=window, count=1, expires_at=window + window_seconds
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["key", "window_start"],
+            set_={"count": RateLimitBucket.count + 1},
+        ).returning(RateLimitBucket.count)
+        count = (await session.execute(stmt)).scalar_one()
+        if count == 1:
+            # Cheap housekeeping: the first hit of a window clears expired windows of its key.
+            await session.execute(
+                delete(RateLimitBucket).where(
+                    RateLimitBucket.key == key, RateLimitBucket.expires_at <= now
+                )
+            )
+    if count > limit:
+        retry_after = max(1, int(window + window_seconds - now))
+        raise Throttled(headers={"Retry-After": str(retry_after)}, retry_after=retry_after)

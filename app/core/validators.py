@@ -1,0 +1,48 @@
+"""Validators for the personal data we collect: mainland mobile numbers and ID numbers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType
+from pydantic import AfterValidator, StringConstraints
+from stdnum.cn import ric
+from stdnum.exceptions import ValidationError as StdnumError
+
+
+def normalize_mainland_mobile(value: str) -> str:
+    """Return the 11-digit national form of a mainland China mobile number or raise."""
+    raw = value.strip().replace(" ", "").replace("-", "")
+    try:
+        number = phonenumbers.parse(raw, "CN")
+    except NumberParseException as exc:
+        raise ValueError("not a valid mainland mobile number") from exc
+    if number.country_code != 86 or not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid mainland mobile number")
+    if phonenumbers.number_type(number) not in (
+        PhoneNumberType.MOBILE,
+        PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    ):
+        raise ValueError("not a valid mainland mobile number")
+    national = str(number.national_number)
+    if len(national) != 11:
+        raise ValueError("not a valid mainland mobile number")
+    return national
+
+
+def normalize_id_number(value: str) -> str:
+    """Validate an 18-digit resident ID number (checksum, birth date, region) or raise."""
+    try:
+        compact = str(ric.validate(value.strip()))
+    except StdnumError as exc:
+        raise ValueError("not a valid resident ID number") from exc
+    if len(compact) != 18:
+        raise ValueError("not a valid resident ID number")
+    return compact.upper()
+
+
+MobilePhone = Annotated[
+    str, StringConstraints(max_length=20), AfterValidator(normalize_mainland_mobile)
+]
+IdNumber = Annotated[str, StringConstraints(max_length=18), AfterValidator(normalize_id_number)]

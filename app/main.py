@@ -1,0 +1,59 @@
+"""create_app(): lifespan (engine, sessionmaker), middleware, routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from app.config import Settings, get_settings
+from app.core.errors import install_error_handlers
+from app.core.logging import configure_logging
+from app.core.middleware import ETagMiddleware, IdempotencyMiddleware, RequestContextMiddleware
+from app.core.openapi import install_openapi
+from app.db.session import create_engine, create_sessionmaker
+from app.ops.router import router as ops_router
+from app.routers import api_router
+
+API_PREFIX = "/api/v1"
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    if configure_logs:
+        configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="quyu API",
+        version="1.0.0",
+        summary="Regional party building (区域性党建): check-ins, activities, dual-post work",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(api_router, prefix=API_PREFIX)
+    app.include_router(ops_router)
+    # Outermost first: context (id, logs, metrics, last-resort 500) wraps everything.
+    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(ETagMiddleware)
+    app.add_middleware(RequestContextMiddleware)
+    install_openapi(app)
+    return app

@@ -1,0 +1,19 @@
+"""All ORM models, imported here so that metadata is complete for Alembic and tests."""
+
+from app.models.auth import ApiClient, RefreshToken, UserSession
+from app.models.kit import AuditLog, IdempotencyRecord, OutboxEvent, RateLimitBucket
+from app.models.organization import Officer, Organization
+from app.models.user import User
+
+__all__ = [
+    "ApiClient",
+    "AuditLog",
+    "IdempotencyRecord",
+    "Officer",
+    "Organization",
+    "OutboxEvent",
+    "RateLimitBucket",
+    "RefreshToken",
+    "User",
+    "UserSession",
+]

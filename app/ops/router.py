@@ -1,0 +1,52 @@
+"""Operations endpoints: liveness, readiness, metrics (outside /api/v1)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from app.core.errors import problem_response
+from app.core.metrics import render
+
+router = APIRouter(tags=["operations"])
+
+
+class Health(BaseModel):
+    status: str
+
+
+@router.get("/healthz", operation_id="ops_healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process is alive."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    operation_id="ops_readyz",
+    response_model=Health,
+    responses={503: {"description": "The database is unreachable"}},
+)
+async def readyz(request: Request) -> Response | Health:
+    """The database answers; 503 while it does not (checked on every call, no caching)."""
+    try:
+        async with asyncio.timeout(2):
+            async with request.app.state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except Exception:
+        return problem_response("service_unavailable", 503, headers={"Retry-After": "5"})
+    return Health(status="ok")
+
+
+@router.get(
+    "/metrics",
+    operation_id="ops_metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus exposition"}},
+)
+async def metrics() -> Response:
+    body, content_type = render()
+    return Response(body, media_type=content_type)

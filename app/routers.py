@@ -1,0 +1,12 @@
+"""The API's routers, mounted under /api/v1 by create_app()."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.identity.router import router as identity_router
+from app.orgs.router import router as orgs_router
+
+api_router = APIRouter()
+api_router.include_router(identity_router)
+api_router.include_router(orgs_router)
