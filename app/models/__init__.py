@@ -1,6 +1,7 @@
 """All ORM models, imported here so that metadata is complete for Alembic and tests."""
 
 from app.models.auth import ApiClient, RefreshToken, UserSession
+from app.models.checkin import Checkin
 from app.models.kit import AuditLog, IdempotencyRecord, OutboxEvent, RateLimitBucket
 from app.models.organization import Officer, Organization
 from app.models.user import User
@@ -8,6 +9,7 @@ from app.models.user import User
 __all__ = [
     "ApiClient",
     "AuditLog",
+    "Checkin",
     "IdempotencyRecord",
     "Officer",
     "Organization",

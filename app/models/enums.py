@@ -58,3 +58,11 @@ class PartyStatus(StrEnum):
 class Gender(StrEnum):
     male = "male"
     female = "female"
+
+
+class CheckinStatus(StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+    withdrawn = "withdrawn"
+    left = "left"
