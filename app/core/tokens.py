@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 from jose import JWTError, jwt
@@ -33,7 +34,6 @@ class AccessClaims:
     expires_at: datetime
 
 
-@lru_cache
 def _keys(settings: Settings) -> tuple[str, str]:
     """(signing key, verification key) for the configured algorithm."""
     if settings.jwt_algorithm == "HS256":
@@ -42,10 +42,13 @@ def _keys(settings: Settings) -> tuple[str, str]:
         return secret, secret
     if settings.jwt_private_key_file is None or settings.jwt_public_key_file is None:
         raise RuntimeError(f"{settings.jwt_algorithm} needs a private and a public key file")
-    return (
-        settings.jwt_private_key_file.read_text(),
-        settings.jwt_public_key_file.read_text(),
-    )
+    # Settings objects are not hashable: cache the key files by their paths instead.
+    return _read_key_files(settings.jwt_private_key_file, settings.jwt_public_key_file)
+
+
+@lru_cache
+def _read_key_files(private_key_file: Path, public_key_file: Path) -> tuple[str, str]:
+    return private_key_file.read_text(), public_key_file.read_text()
 
 
 def issue_access_token(
