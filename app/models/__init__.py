@@ -1,5 +1,6 @@
 """All ORM models, imported here so that metadata is complete for Alembic and tests."""
 
+from app.models.activity import Activity, ActivityCredit, Attendance, Signup  # noqa: F401
 from app.models.auth import ApiClient, RefreshToken, UserSession
 from app.models.checkin import Checkin
 from app.models.kit import AuditLog, IdempotencyRecord, OutboxEvent, RateLimitBucket
