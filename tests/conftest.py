@@ -47,7 +47,12 @@ os.environ.update(
 import httpx  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from sqlalchemy import event, text  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker  # noqa: E402
+from sqlalchemy.ext.asyncio import (  # noqa: E402
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.config import get_settings  # noqa: E402
 from app.db.base import Base  # noqa: E402
@@ -138,10 +143,22 @@ async def _clean_tables(app: FastAPI) -> AsyncIterator[None]:
                 await conn.execute(text(f"DELETE FROM {name}"))  # noqa: S608
 
 
+@pytest.fixture(scope="session")
+async def _test_engine(app: FastAPI) -> AsyncIterator[AsyncEngine]:
+    """The tests' own engine.  On SQLite it opens deferred transactions, so that a test
+    reading between requests does not hold the write lock the app's sessions take."""
+    if TEST_DB == "postgres":
+        yield app.state.engine
+        return
+    engine = create_async_engine(DATABASE_URL, connect_args={"timeout": 30})
+    yield engine
+    await engine.dispose()
+
+
 @pytest.fixture
-async def db(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+async def db(_test_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
     """A session for arranging and checking data; factories commit through it."""
-    async with sessionmaker() as session:
+    async with AsyncSession(_test_engine, expire_on_commit=False) as session:
         yield session
 
 
