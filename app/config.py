@@ -58,7 +58,7 @@ class Settings(BaseSettings):
 
     idempotency_ttl_seconds: int = Field(default=86400, ge=60)
     log_level: str = "INFO"
-    demo_password: str = "demo12345"
+    demo_password: str = "demo12345"  # noqa: S105  (documented demo credential)
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
@@ -80,9 +80,7 @@ class Settings(BaseSettings):
             if value is None or not _is_key(value.get_secret_value()):
                 problems.append(f"QUYU_{name.upper()} must be a base64-encoded 32-byte key")
         if problems:
-            raise ConfigError(
-                "Refusing to start in production: " + "; ".join(problems) + "."
-            )
+            raise ConfigError("Refusing to start in production: " + "; ".join(problems) + ".")
         return self
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,9 +45,17 @@ CATALOG: dict[str, tuple[int, str, str]] = {
         "The Idempotency-Key header is not valid",
     ),
     "phone_taken": (409, "该手机号已注册", "This phone number is already registered"),
-    "id_number_taken": (409, "该身份证号已被其他账号使用", "This ID number belongs to another account"),
+    "id_number_taken": (
+        409,
+        "该身份证号已被其他账号使用",
+        "This ID number belongs to another account",
+    ),
     "org_has_children": (409, "该组织下仍有下级组织", "The organization still has children"),
-    "officer_exists": (409, "该用户已是此组织的工作人员", "The user already serves this organization"),
+    "officer_exists": (
+        409,
+        "该用户已是此组织的工作人员",
+        "The user already serves this organization",
+    ),
     "invalid_parent": (422, "上级组织无效", "The parent organization is not valid"),
     "precondition_failed": (412, "资源已被修改", "The resource has changed"),
     "not_acceptable": (406, "不支持的响应格式", "Not acceptable"),
@@ -69,7 +77,7 @@ def register_codes(codes: dict[str, tuple[int, str, str]]) -> None:
 class AppError(Exception):
     """Raise with a catalogued `code`; `detail` and `extra` fields are optional."""
 
-    code: ClassVar[str] = "internal_error"
+    code: str = "internal_error"
 
     def __init__(
         self,
@@ -125,9 +133,7 @@ def title_for(code: str) -> str:
     return en if current_lang.get() == "en" else zh
 
 
-def problem_body(
-    code: str, status: int, detail: str | None = None, **extra: Any
-) -> dict[str, Any]:
+def problem_body(code: str, status: int, detail: str | None = None, **extra: Any) -> dict[str, Any]:
     title = title_for(code)
     body: dict[str, Any] = {
         "type": f"urn:quyu:problem:{code}",
@@ -214,9 +220,7 @@ def validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
-        return problem_response(
-            exc.code, exc.status, exc.detail, headers=exc.headers, **exc.extra
-        )
+        return problem_response(exc.code, exc.status, exc.detail, headers=exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

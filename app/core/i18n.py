@@ -25,7 +25,9 @@ def negotiate(accept_language: str | None) -> Lang:
             except ValueError:
                 q = 0.0
         tag = tag.strip().lower()
-        lang: Lang | None = "en" if tag.startswith("en") else "zh-CN" if tag.startswith("zh") else None
+        lang: Lang | None = (
+            "en" if tag.startswith("en") else "zh-CN" if tag.startswith("zh") else None
+        )
         if lang is not None and (q > best[0] or (q == best[0] and lang == "zh-CN")):
             best = (q, lang)
     return best[1]

@@ -17,9 +17,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-REQUESTS = Counter(
-    "quyu_http_requests_total", "HTTP requests", ["method", "route", "status"]
-)
+REQUESTS = Counter("quyu_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
     "quyu_http_request_duration_seconds",
     "HTTP request latency",

@@ -309,7 +309,9 @@ class IdempotencyMiddleware:
                 ).scalar_one_or_none()
                 if existing is None:
                     continue
-                stale = existing.state == "in_flight" and existing.created_at < now - STALE_IN_FLIGHT
+                stale = (
+                    existing.state == "in_flight" and existing.created_at < now - STALE_IN_FLIGHT
+                )
                 if existing.expires_at <= now or stale:
                     await session.execute(
                         delete(IdempotencyRecord).where(
@@ -334,12 +336,18 @@ class IdempotencyMiddleware:
             (b"content-length", str(len(body)).encode()),
             (b"idempotent-replayed", b"true"),
         ]
-        await send({"type": "http.response.start", "status": record.status_code, "headers": headers})
+        await send(
+            {"type": "http.response.start", "status": record.status_code, "headers": headers}
+        )
         await send({"type": "http.response.body", "body": body})
 
-    async def _forget(self, factory: async_sessionmaker[AsyncSession], record_id: uuid.UUID) -> None:
+    async def _forget(
+        self, factory: async_sessionmaker[AsyncSession], record_id: uuid.UUID
+    ) -> None:
         async with factory() as session, session.begin():
-            await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+            await session.execute(
+                delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id)
+            )
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:

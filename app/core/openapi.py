@@ -119,9 +119,11 @@ def install_openapi(app: FastAPI) -> None:
         components.setdefault(
             "Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}")
         )
-        for name, sub in Problem.model_json_schema(
-            ref_template="#/components/schemas/{model}"
-        ).get("$defs", {}).items():
+        for name, sub in (
+            Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            .get("$defs", {})
+            .items()
+        ):
             components.setdefault(name, sub)
         components["Problem"].pop("$defs", None)
         app.openapi_schema = schema

@@ -113,9 +113,7 @@ def keyset(
     return stmt.order_by(*order).limit(params.limit + 1)
 
 
-def page_of(
-    rows: Sequence[T], params: PageParams, key_of: Any
-) -> tuple[list[T], str | None]:
+def page_of(rows: Sequence[T], params: PageParams, key_of: Any) -> tuple[list[T], str | None]:
     """Cut the extra row and make the next cursor from the last item's sort key."""
     items = list(rows[: params.limit])
     if len(rows) > params.limit and items:

@@ -33,16 +33,16 @@ async def hit(
     now = now if now is not None else time.time()
     window = int(now // window_seconds) * window_seconds
     async with factory() as session, session.begin():
-        dialect = session.bind.dialect.name
+        dialect = session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(RateLimitBucket).values(
+        values = insert(RateLimitBucket).values(
             key=key, window_start=window, count=1, expires_at=window + window_seconds
         )
-        stmt = stmt.on_conflict_do_update(
+        upsert = values.on_conflict_do_update(
             index_elements=["key", "window_start"],
             set_={"count": RateLimitBucket.count + 1},
         ).returning(RateLimitBucket.count)
-        count = (await session.execute(stmt)).scalar_one()
+        count = (await session.execute(upsert)).scalar_one()
         if count == 1:
             # Cheap housekeeping: the first hit of a window clears expired windows of its key.
             await session.execute(

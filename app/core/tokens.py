@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from pathlib import Path
 from typing import Any, Literal
 
 from jose import JWTError, jwt

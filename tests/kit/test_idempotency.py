@@ -149,7 +149,7 @@ class TestIdempotencyKey:
         self, kit_client: httpx.AsyncClient, db: AsyncSession, key: str
     ) -> None:
         r = await kit_client.post(
-            "/things", json={"name": "a"}, headers={"Idempotency-Key": key.encode()}
+            "/things", json={"name": "a"}, headers={b"Idempotency-Key": key.encode()}
         )
         assert r.status_code == 422
         assert r.json()["code"] == "idempotency_key_invalid"
