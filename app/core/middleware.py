@@ -255,7 +255,8 @@ class IdempotencyMiddleware:
         except BaseException:
             await self._forget(factory, record_id)
             raise
-        if start is None or start["status"] >= 500:
+        if start is None or start["status"] >= 500 or _no_store(start):
+            # 5xx may be retried; `Cache-Control: no-store` answers (tokens) are never kept.
             await self._forget(factory, record_id)
             return
         kept = {
@@ -348,6 +349,10 @@ class IdempotencyMiddleware:
             await session.execute(
                 delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id)
             )
+
+
+def _no_store(start: Message) -> bool:
+    return "no-store" in Headers(raw=start["headers"]).get("cache-control", "").lower()
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from pydantic import BaseModel
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -38,6 +38,14 @@ async def kit_client(
     app = FastAPI()
     app.state.sessionmaker = sessionmaker
     install_error_handlers(app)
+
+    @app.post("/secrets", status_code=201)
+    async def create_secret(thing: Thing, response: Response) -> dict[str, str]:
+        response.headers["Cache-Control"] = "no-store"
+        async with sessionmaker() as session, session.begin():
+            event = record_event(session, "secret.created", {"name": thing.name})
+            await session.flush()
+            return {"id": str(event.id)}
 
     @app.post("/things", status_code=201)
     async def create_thing(thing: Thing) -> dict[str, str]:
@@ -110,6 +118,17 @@ class TestIdempotencyKey:
         r = await kit_client.post("/things", json={"name": "boom"}, headers=headers)
         assert r.status_code == 500
         assert r.json()["code"] == "internal_error"
+        count = select(func.count(IdempotencyRecord.id))
+        assert (await db.execute(count)).scalar_one() == 0
+
+    async def test_no_store_answers_are_not_kept(
+        self, kit_client: httpx.AsyncClient, db: AsyncSession
+    ) -> None:
+        headers = {"Idempotency-Key": "k-secret"}
+        for _ in range(2):
+            r = await kit_client.post("/secrets", json={"name": "a"}, headers=headers)
+            assert r.status_code == 201
+            assert "Idempotent-Replayed" not in r.headers
         count = select(func.count(IdempotencyRecord.id))
         assert (await db.execute(count)).scalar_one() == 0
 
