@@ -31,6 +31,13 @@ class Scope:
     def covers_path(self, path: str) -> bool:
         return self.everything or any(path.startswith(p) for p in self.prefixes)
 
+    def covers_strictly_above(self, path: str) -> bool:
+        """True when the scope reaches `path` from a *strict* ancestor ("officer above"):
+        an officer of the organization itself, and nobody else, does not qualify."""
+        return self.everything or any(
+            path.startswith(p) and len(p) < len(path) for p in self.prefixes
+        )
+
     def clause(self, path_column: ColumnElement[str] | None = None) -> ColumnElement[bool]:
         """A WHERE clause restricting organizations (by their path) to this scope."""
         column = path_column if path_column is not None else Organization.path
@@ -44,6 +51,8 @@ class Scope:
     def empty(self) -> bool:
         return not self.everything and not self.prefixes
 
+
+ORGS_READ = "orgs:read"
 
 NOTHING = Scope(everything=False, prefixes=())
 EVERYTHING = Scope(everything=True, prefixes=())
@@ -94,9 +103,7 @@ async def scope_for(session: AsyncSession, principal: Principal, client_scope_na
     return await officer_scope(session, principal)
 
 
-async def load_org_in_scope(
-    session: AsyncSession, org_id: uuid.UUID, scope: Scope
-) -> Organization:
+async def load_org_in_scope(session: AsyncSession, org_id: uuid.UUID, scope: Scope) -> Organization:
     """The organization if the scope covers it; 404 when it does not exist, 403 when the caller
     is an officer somewhere but not here (a plain member gets 403 too: orgs are public)."""
     org = await session.get(Organization, org_id)
@@ -113,6 +120,33 @@ async def require_officer_of(
     """Guard for officer endpoints on `/orgs/{org_id}/...`."""
     scope = await scope_for(session, principal, client_scope_name or "-")
     return await load_org_in_scope(session, org_id, scope)
+
+
+async def directory_scope(session: AsyncSession, principal: Principal) -> Scope:
+    """Where the caller may *read* the organization directory.
+
+    The directory is public to every signed-in person; a city client needs `orgs:read`
+    (403 `scope_missing` without it) and then reads the city or the subtree it is bound to.
+    """
+    if principal.client is None:
+        return EVERYTHING
+    require_scope(principal, ORGS_READ)
+    return await client_scope(session, principal, ORGS_READ)
+
+
+async def require_officer_above(
+    session: AsyncSession, principal: Principal, org_id: uuid.UUID
+) -> Organization:
+    """Guard for acts reserved to an officer of a strict ancestor (or an admin), such as
+    appointing or removing the officers of `org_id`.  404 when it does not exist, 403 when
+    the caller is not above it (its own officers included)."""
+    scope = await officer_scope(session, principal)
+    org = await session.get(Organization, org_id)
+    if org is None:
+        raise NotFound()
+    if not scope.covers_strictly_above(org.path):
+        raise Forbidden()
+    return org
 
 
 def require_scope(principal: Principal, needed: str) -> None:
