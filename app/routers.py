@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.checkins.router import router as checkins_router
 from app.identity.router import router as identity_router
 from app.orgs.router import router as orgs_router
 
 api_router = APIRouter()
 api_router.include_router(identity_router)
 api_router.include_router(orgs_router)
+api_router.include_router(checkins_router)

@@ -39,6 +39,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('checkins', schema=None) as batch_op:
         batch_op.create_index('ix_checkins_org_status_created', ['org_id', 'status', 'created_at', 'id'], unique=False)
+        batch_op.create_index('ix_checkins_org_status_floating', ['org_id', 'status', 'floating', 'created_at', 'id'], unique=False)
         batch_op.create_index('ix_checkins_user_created', ['user_id', 'created_at', 'id'], unique=False)
         batch_op.create_index('uq_checkins_active_user_org', ['user_id', 'org_id'], unique=True, postgresql_where=sa.text("status IN ('pending', 'approved')"), sqlite_where=sa.text("status IN ('pending', 'approved')"))
 
@@ -50,6 +51,7 @@ def downgrade() -> None:
     with op.batch_alter_table('checkins', schema=None) as batch_op:
         batch_op.drop_index('uq_checkins_active_user_org', postgresql_where=sa.text("status IN ('pending', 'approved')"), sqlite_where=sa.text("status IN ('pending', 'approved')"))
         batch_op.drop_index('ix_checkins_user_created')
+        batch_op.drop_index('ix_checkins_org_status_floating')
         batch_op.drop_index('ix_checkins_org_status_created')
 
     op.drop_table('checkins')

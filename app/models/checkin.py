@@ -27,6 +27,10 @@ class Checkin(UUIDMixin, TimestampMixin, Base):
             sqlite_where=text("status IN ('pending', 'approved')"),
         ),
         Index("ix_checkins_org_status_created", "org_id", "status", "created_at", "id"),
+        # Behind `GET /orgs/{org_id}/members?floating=`.
+        Index(
+            "ix_checkins_org_status_floating", "org_id", "status", "floating", "created_at", "id"
+        ),
         Index("ix_checkins_user_created", "user_id", "created_at", "id"),
     )
 

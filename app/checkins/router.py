@@ -1,0 +1,227 @@
+"""HTTP of check-ins (登记报到): members submit, withdraw and leave; officers review their
+subtree's queue, decide one by one or in a batch, and read members and the audit log."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+
+from app.authz import officer_scope, require_officer_of
+from app.checkins import service
+from app.checkins.schemas import (
+    AuditEntryRead,
+    CheckinApprove,
+    CheckinCreate,
+    CheckinQueueItem,
+    CheckinRead,
+    CheckinReject,
+    CheckinReview,
+    MemberRead,
+    ReviewResponse,
+)
+from app.core.errors import Forbidden
+from app.core.openapi import problems
+from app.core.pagination import Page, PageParams, page_params
+from app.deps import CurrentMember, DbSession, Principal
+from app.models.enums import CheckinStatus
+from app.models.user import User
+
+router = APIRouter(tags=["checkins"])
+
+Paging = Annotated[PageParams, Depends(page_params)]
+CheckinId = Annotated[uuid.UUID, Path(description="The check-in")]
+OrgId = Annotated[uuid.UUID, Path(description="The organization whose subtree is read")]
+
+
+def _user(principal: Principal) -> User:
+    # CurrentMember guarantees a person; this narrows the type.
+    assert principal.user is not None
+    return principal.user
+
+
+@router.post(
+    "/checkins",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CheckinRead,
+    responses=problems(401, 403, 404, 409, 422),
+    summary="Check in to an organization (登记报到)",
+)
+async def checkins_create(
+    data: CheckinCreate,
+    session: DbSession,
+    principal: CurrentMember,
+    request: Request,
+    response: Response,
+) -> CheckinRead:
+    """Submit a pending check-in.  422 `checkin_target_invalid` unless the organization is
+    regional, enterprise or building; 422 `profile_incomplete` naming the missing fields;
+    409 `checkin_exists` when one is already pending or approved there."""
+    created = await service.submit(session, _user(principal), data)
+    response.headers["Location"] = str(request.url_for("checkins_get", checkin_id=created.id))
+    return created
+
+
+@router.get(
+    "/checkins/{checkin_id}",
+    response_model=CheckinRead,
+    responses=problems(401, 403, 404),
+    summary="One of my check-ins",
+)
+async def checkins_get(
+    checkin_id: CheckinId, session: DbSession, principal: CurrentMember
+) -> CheckinRead:
+    return await service.get_mine(session, _user(principal).id, checkin_id)
+
+
+@router.get(
+    "/me/checkins",
+    response_model=Page[CheckinRead],
+    responses=problems(401, 403, 422),
+    summary="My check-ins, every state, newest first",
+)
+async def me_checkins_list(
+    session: DbSession, principal: CurrentMember, paging: Paging
+) -> Page[CheckinRead]:
+    return await service.list_mine(session, _user(principal).id, paging)
+
+
+@router.post(
+    "/checkins/{checkin_id}/withdraw",
+    response_model=CheckinRead,
+    responses=problems(401, 403, 404, 409),
+    summary="Withdraw my pending check-in",
+)
+async def checkins_withdraw(
+    checkin_id: CheckinId, session: DbSession, principal: CurrentMember
+) -> CheckinRead:
+    return await service.withdraw(session, _user(principal).id, checkin_id)
+
+
+@router.post(
+    "/checkins/{checkin_id}/leave",
+    response_model=CheckinRead,
+    responses=problems(401, 403, 404, 409),
+    summary="Leave an organization I am registered with",
+)
+async def checkins_leave(
+    checkin_id: CheckinId, session: DbSession, principal: CurrentMember
+) -> CheckinRead:
+    return await service.leave(session, _user(principal).id, checkin_id)
+
+
+@router.get(
+    "/orgs/{org_id}/checkins",
+    response_model=Page[CheckinQueueItem],
+    responses=problems(401, 403, 404, 422),
+    summary="Check-ins of the organization's subtree, oldest first",
+)
+async def orgs_checkins_list(
+    org_id: OrgId,
+    session: DbSession,
+    principal: CurrentMember,
+    paging: Paging,
+    status: Annotated[
+        CheckinStatus | None, Query(description="Only this state (every state if absent)")
+    ] = None,
+) -> Page[CheckinQueueItem]:
+    org = await require_officer_of(session, principal, org_id)
+    return await service.queue(session, org, status, paging)
+
+
+@router.post(
+    "/checkins/{checkin_id}/approve",
+    response_model=CheckinQueueItem,
+    responses=problems(401, 403, 404, 409, 422),
+    summary="Approve a pending check-in of my subtree",
+)
+async def checkins_approve(
+    checkin_id: CheckinId,
+    session: DbSession,
+    principal: CurrentMember,
+    data: CheckinApprove | None = None,
+) -> CheckinQueueItem:
+    scope = await officer_scope(session, principal)
+    comment = data.comment if data is not None else None
+    return await service.decide(
+        session, _user(principal), scope, checkin_id, "approve", comment or None
+    )
+
+
+@router.post(
+    "/checkins/{checkin_id}/reject",
+    response_model=CheckinQueueItem,
+    responses=problems(401, 403, 404, 409, 422),
+    summary="Reject a pending check-in of my subtree (reason required)",
+)
+async def checkins_reject(
+    checkin_id: CheckinId, data: CheckinReject, session: DbSession, principal: CurrentMember
+) -> CheckinQueueItem:
+    scope = await officer_scope(session, principal)
+    return await service.decide(session, _user(principal), scope, checkin_id, "reject", data.reason)
+
+
+@router.post(
+    "/checkins/review",
+    response_model=ReviewResponse,
+    responses=problems(401, 403, 422),
+    summary="Decide many check-ins at once; a result per id",
+)
+async def checkins_review(
+    data: CheckinReview, session: DbSession, principal: CurrentMember
+) -> ReviewResponse:
+    """Each id gets `{id, ok, status?, code?}`: `not_found` for an unknown id or one outside
+    the caller's subtree, `invalid_transition` for one no longer pending."""
+    scope = await officer_scope(session, principal)
+    if scope.empty:
+        raise Forbidden()
+    return await service.review(
+        session, _user(principal), scope, data.ids, data.decision, data.comment or None
+    )
+
+
+@router.get(
+    "/orgs/{org_id}/audit-log",
+    response_model=Page[AuditEntryRead],
+    responses=problems(401, 403, 404, 422),
+    tags=["orgs"],
+    summary="Audit log of the organization's subtree, newest first",
+)
+async def orgs_audit_log_list(
+    org_id: OrgId,
+    session: DbSession,
+    principal: CurrentMember,
+    paging: Paging,
+    action: Annotated[
+        str | None, Query(max_length=60, description="e.g. `checkin.approved`")
+    ] = None,
+    actor_id: Annotated[uuid.UUID | None, Query(description="Who acted")] = None,
+) -> Page[AuditEntryRead]:
+    org = await require_officer_of(session, principal, org_id)
+    return await service.audit_log(session, org, action=action, actor_id=actor_id, params=paging)
+
+
+@router.get(
+    "/orgs/{org_id}/members",
+    response_model=Page[MemberRead],
+    responses=problems(401, 403, 404, 422),
+    tags=["orgs"],
+    summary="Approved members of the organization's subtree, personal data masked",
+)
+async def orgs_members_list(
+    org_id: OrgId,
+    session: DbSession,
+    principal: CurrentMember,
+    paging: Paging,
+    floating: Annotated[
+        bool | None, Query(description="Only floating (true) or only local (false) members")
+    ] = None,
+    q: Annotated[
+        str | None, Query(min_length=1, max_length=50, description="Part of the name")
+    ] = None,
+) -> Page[MemberRead]:
+    """One item per approved registration (a member registered with two organizations of the
+    subtree appears under each)."""
+    org = await require_officer_of(session, principal, org_id)
+    return await service.members(session, org, floating=floating, q=q, params=paging)
