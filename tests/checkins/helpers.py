@@ -4,6 +4,8 @@ complete profile, and short-cuts through the API."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +17,13 @@ from app.models.checkin import Checkin
 from app.models.kit import AuditLog, OutboxEvent
 from app.models.organization import Organization
 from app.models.user import User
+from tests.conftest import QueryCounter
 from tests.fixtures.factories import login, make_officer, make_org, make_user
 
 PROBLEM_JSON = "application/problem+json"
+
+# The `count_queries` fixture of tests/conftest.py.
+CountQueries = Callable[[], AbstractContextManager[QueryCounter]]
 
 
 @dataclass
@@ -140,3 +146,26 @@ def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert body["code"] == code
     assert body["status"] == status
     return body
+
+
+Step = tuple[str, dict[str, str], dict[str, str] | None]
+
+
+async def in_state(
+    client: httpx.AsyncClient, db: AsyncSession, tree: Tree, state: str, org: str = "r1"
+) -> tuple[str, dict[str, str]]:
+    """A check-in of a new member at `org` (decided by r1's officer), brought into `state`
+    through the API; its id and the member's headers."""
+    _, headers = await make_member(db)
+    checkin_id = (await submit(client, headers, getattr(tree, org)))["id"]
+    steps: dict[str, list[Step]] = {
+        "pending": [],
+        "approved": [("approve", tree.r1_headers, {})],
+        "rejected": [("reject", tree.r1_headers, {"reason": "不符合条件"})],
+        "withdrawn": [("withdraw", headers, None)],
+        "left": [("approve", tree.r1_headers, {}), ("leave", headers, None)],
+    }
+    for action, who, body in steps[state]:
+        r = await client.post(f"/checkins/{checkin_id}/{action}", json=body, headers=who)
+        assert r.status_code == 200, r.text
+    return checkin_id, headers
