@@ -6,12 +6,21 @@ from app.models.checkin import Checkin
 from app.models.kit import AuditLog, IdempotencyRecord, OutboxEvent, RateLimitBucket
 from app.models.organization import Officer, Organization
 from app.models.user import User
+from app.models.wechat import (
+    NotificationDelivery,
+    NotificationEventSeen,
+    WechatAccessToken,
+    WechatAccount,
+    WechatBindToken,
+)
 
 __all__ = [
     "ApiClient",
     "AuditLog",
     "Checkin",
     "IdempotencyRecord",
+    "NotificationDelivery",
+    "NotificationEventSeen",
     "Officer",
     "Organization",
     "OutboxEvent",
@@ -19,4 +28,7 @@ __all__ = [
     "RefreshToken",
     "User",
     "UserSession",
+    "WechatAccessToken",
+    "WechatAccount",
+    "WechatBindToken",
 ]
