@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -225,6 +226,21 @@ class TestOfficersCreate:
         assert field in [e["field"] for e in r.json()["errors"]]
         assert len(await officers_of(db, tree.r1.id)) == 1
         assert await count(db, AuditLog) == 0
+
+    @pytest.mark.postgres_only
+    async def test_concurrent_duplicates_make_one_officer(
+        self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
+    ) -> None:
+        body = {"user_id": str(tree.member.id), "role": "worker", "appointed_by": "hired"}
+        answers = await asyncio.gather(
+            *(
+                client.post(f"/orgs/{tree.r1.id}/officers", headers=tree.h_s1, json=body)
+                for _ in range(8)
+            )
+        )
+        assert sorted(r.status_code for r in answers) == [201] + [409] * 7
+        assert len(await officers_of(db, tree.r1.id)) == 2
+        assert await count(db, AuditLog) == 1
 
     async def test_missing_org_is_404(self, client: httpx.AsyncClient, tree: Tree) -> None:
         r = await client.post(

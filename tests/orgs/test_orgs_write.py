@@ -76,6 +76,18 @@ class TestOrgsCreate:
         assert event.topic == "org.created"
         assert event.payload == {"org_id": out["id"], "parent_id": str(tree.s1.id)}
 
+    async def test_idempotent_retry_replays_the_first_answer(
+        self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
+    ) -> None:
+        headers = {**tree.h_s1, "Idempotency-Key": "create-org-1"}
+        first = await client.post("/orgs", headers=headers, json=regional(tree.s1))
+        again = await client.post("/orgs", headers=headers, json=regional(tree.s1))
+        assert first.status_code == again.status_code == 201
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+        assert again.headers["location"] == first.headers["location"]
+        assert await count(db, OutboxEvent) == 1
+
     async def test_officer_of_an_ancestor_creates_deeper(
         self, client: httpx.AsyncClient, tree: Tree
     ) -> None:
