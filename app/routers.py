@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from app.activities.router import router as activities_router
 from app.checkins.router import router as checkins_router
 from app.identity.router import router as identity_router
 from app.orgs.router import router as orgs_router
@@ -12,3 +13,4 @@ api_router = APIRouter()
 api_router.include_router(identity_router)
 api_router.include_router(orgs_router)
 api_router.include_router(checkins_router)
+api_router.include_router(activities_router)

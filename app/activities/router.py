@@ -1,0 +1,242 @@
+"""HTTP for activities: parse, call the service, shape the answer."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from app.activities import service
+from app.activities.repository import ListFilters
+from app.activities.schemas import (
+    ActivityCreate,
+    ActivityListItem,
+    ActivityRead,
+    ActivityUpdate,
+    AttendanceCode,
+    AttendanceCreate,
+    AttendanceMark,
+    AttendanceRead,
+    CancelRequest,
+    Category,
+    MySignupItem,
+    RosterItem,
+    SignupRead,
+)
+from app.core import clock
+from app.core.errors import ValidationFailed
+from app.core.i18n import text
+from app.core.openapi import problems
+from app.core.pagination import Page, PageParams, page_params
+from app.deps import CurrentMember, DbSession
+from app.models.activity import SignupStatus
+
+router = APIRouter(tags=["activities"])
+
+Pages = Annotated[PageParams, Depends(page_params)]
+
+
+def _local(moment: datetime | None) -> datetime | None:
+    """A time without an offset is read in the service's zone (Asia/Shanghai)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=clock.LOCAL_TZ)
+
+
+def _near(near: str | None, radius_km: float | None) -> tuple[tuple[float, float] | None, float]:
+    radius_m = (radius_km if radius_km is not None else 10.0) * 1000
+    if near is None:
+        if radius_km is not None:
+            raise ValidationFailed("near", text("使用 radius_km 时需提供 near", "near is required"))
+        return None, radius_m
+    try:
+        lat_s, lng_s = near.split(",")
+        lat, lng = float(lat_s), float(lng_s)
+    except ValueError as exc:
+        raise ValidationFailed(
+            "near", text("格式应为 纬度,经度", "near must be `lat,lng`")
+        ) from exc
+    if not (-90 <= lat <= 90 and -180 <= lng <= 180):
+        raise ValidationFailed("near", text("坐标超出范围", "coordinates out of range"))
+    return (lat, lng), radius_m
+
+
+@router.post(
+    "/activities",
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(403, 404, 422),
+)
+async def activities_create(
+    body: ActivityCreate, session: DbSession, principal: CurrentMember
+) -> ActivityRead:
+    """Create a draft activity hosted by `org_id` (officers of it or above)."""
+    return await service.create_activity(session, principal, body)
+
+
+@router.patch("/activities/{activity_id}", responses=problems(403, 404, 409, 422))
+async def activities_update(
+    activity_id: uuid.UUID, body: ActivityUpdate, session: DbSession, principal: CurrentMember
+) -> ActivityRead:
+    """Edit a draft or published activity; raising the capacity promotes from the waitlist
+    (409 `capacity_below_confirmed` when lowered below the confirmed sign-ups)."""
+    return await service.update_activity(session, principal, activity_id, body)
+
+
+@router.post("/activities/{activity_id}/publish", responses=problems(403, 404, 409))
+async def activities_publish(
+    activity_id: uuid.UUID, session: DbSession, principal: CurrentMember
+) -> ActivityRead:
+    """draft → published, before the start (409 `activity_started` after it)."""
+    return await service.publish_activity(session, principal, activity_id)
+
+
+@router.post("/activities/{activity_id}/cancel", responses=problems(403, 404, 409, 422))
+async def activities_cancel(
+    activity_id: uuid.UUID, body: CancelRequest, session: DbSession, principal: CurrentMember
+) -> ActivityRead:
+    """draft or published → cancelled; every sign-up is cancelled with it."""
+    return await service.cancel_activity(session, principal, activity_id, body.reason)
+
+
+@router.post("/activities/{activity_id}/complete", responses=problems(403, 404, 409))
+async def activities_complete(
+    activity_id: uuid.UUID, session: DbSession, principal: CurrentMember
+) -> ActivityRead:
+    """published → completed, once it has started."""
+    return await service.complete_activity(session, principal, activity_id)
+
+
+@router.get("/activities", responses=problems(403, 422))
+async def activities_list(
+    session: DbSession,
+    principal: CurrentMember,
+    page: Pages,
+    org_id: Annotated[uuid.UUID | None, Query(description="Hosted or co-hosted by")] = None,
+    starts_from: Annotated[
+        datetime | None, Query(alias="from", description="Starting at or after")
+    ] = None,
+    starts_before: Annotated[datetime | None, Query(alias="to", description="Starting before")] = (
+        None
+    ),
+    category: Category | None = None,
+    near: Annotated[
+        str | None,
+        Query(max_length=60, description="`lat,lng`: nearest first, within `radius_km`"),
+    ] = None,
+    radius_km: Annotated[float | None, Query(gt=0, le=200, description="Default 10")] = None,
+) -> Page[ActivityListItem]:
+    """Published activities the caller may see that have not ended, soonest first (nearest
+    first with `near`), each with `seats_left`, `waitlist_count` and `my_signup`."""
+    point, radius_m = _near(near, radius_km)
+    filters = ListFilters(
+        org_id=org_id,
+        starts_from=_local(starts_from),
+        starts_before=_local(starts_before),
+        category=category.value if category else None,
+        near=point,
+        radius_m=radius_m,
+    )
+    return await service.list_activities(session, principal, filters, page)
+
+
+@router.get("/activities/{activity_id}", responses=problems(403, 404))
+async def activities_get(
+    activity_id: uuid.UUID, session: DbSession, principal: CurrentMember
+) -> ActivityRead:
+    return await service.get_activity(session, principal, activity_id)
+
+
+@router.post(
+    "/activities/{activity_id}/signup",
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(403, 404, 409),
+)
+async def activities_signup(
+    activity_id: uuid.UUID, session: DbSession, principal: CurrentMember
+) -> SignupRead:
+    """Take a seat, or a place on the waitlist when full (`waitlist_position`, 1 = next)."""
+    return await service.sign_up(session, principal, activity_id)
+
+
+@router.delete(
+    "/activities/{activity_id}/signup",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(403, 404, 409),
+)
+async def activities_signup_cancel(
+    activity_id: uuid.UUID, session: DbSession, principal: CurrentMember
+) -> Response:
+    """Cancel the caller's sign-up; a freed seat goes to the first waitlisted."""
+    await service.cancel_signup(session, principal, activity_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me/signups", responses=problems(403, 422))
+async def me_signups_list(
+    session: DbSession,
+    principal: CurrentMember,
+    page: Pages,
+    status: SignupStatus | None = None,
+) -> Page[MySignupItem]:
+    """The caller's sign-ups, newest first."""
+    return await service.my_signups(session, principal, status, page)
+
+
+@router.get("/activities/{activity_id}/signups", responses=problems(403, 404, 422))
+async def activities_signups_list(
+    activity_id: uuid.UUID,
+    session: DbSession,
+    principal: CurrentMember,
+    page: Pages,
+    status: SignupStatus | None = None,
+) -> Page[RosterItem]:
+    """The roster, in sign-up order, with attendance (officers)."""
+    return await service.roster(session, principal, activity_id, status, page)
+
+
+@router.get("/activities/{activity_id}/attendance-code", responses=problems(403, 404, 409))
+async def activities_attendance_code(
+    activity_id: uuid.UUID, session: DbSession, principal: CurrentMember
+) -> AttendanceCode:
+    """The current rotating code (officers), to show as a QR code on site."""
+    return await service.attendance_code(session, principal, activity_id)
+
+
+@router.post(
+    "/activities/{activity_id}/attendance",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        **problems(403, 404, 409, 422),
+        200: {"description": "Already recorded: the attendance as it stands"},
+    },
+)
+async def activities_attendance_create(
+    activity_id: uuid.UUID,
+    body: AttendanceCreate,
+    session: DbSession,
+    principal: CurrentMember,
+    response: Response,
+) -> AttendanceRead:
+    """Check in on site with the rotating code or a location fix inside the geofence, from
+    30 minutes before the start to the end; a confirmed sign-up is required."""
+    attendance, created = await service.check_in(session, principal, activity_id, body)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return attendance
+
+
+@router.put(
+    "/activities/{activity_id}/attendance/{user_id}", responses=problems(403, 404, 409, 422)
+)
+async def activities_attendance_mark(
+    activity_id: uuid.UUID,
+    user_id: uuid.UUID,
+    body: AttendanceMark,
+    session: DbSession,
+    principal: CurrentMember,
+) -> AttendanceRead:
+    """Mark a confirmed member present or absent by hand (officers); absent takes back the
+    credited service hours."""
+    return await service.mark_attendance(session, principal, activity_id, user_id, body.status)
