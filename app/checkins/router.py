@@ -45,7 +45,18 @@ def _user(principal: Principal) -> User:
     "/checkins",
     status_code=status.HTTP_201_CREATED,
     response_model=CheckinRead,
-    responses=problems(401, 403, 404, 409, 422),
+    responses={
+        201: {
+            "description": "Submitted, pending review",
+            "headers": {
+                "Location": {
+                    "description": "The new check-in",
+                    "schema": {"type": "string", "format": "uri"},
+                }
+            },
+        },
+        **problems(401, 403, 404, 409, 422),
+    },
     summary="Check in to an organization (登记报到)",
 )
 async def checkins_create(
