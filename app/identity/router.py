@@ -25,6 +25,7 @@ from app.identity.schemas import (
     RegisterIn,
     SessionPage,
     TokenOut,
+    TokenRequest,
 )
 from app.identity.service import IssuedTokens, OAuthError, RefreshTokenReused
 from app.models.user import User
@@ -162,45 +163,39 @@ async def auth_token(
     request: Request,
     factory: SessionFactory,
     settings: AppSettings,
-    grant_type: Annotated[str | None, Form()] = None,
-    username: Annotated[str | None, Form(description="Phone number (password grant)")] = None,
-    password: Annotated[str | None, Form()] = None,
-    refresh_token: Annotated[str | None, Form()] = None,
-    scope: Annotated[str | None, Form(description="Space-separated scopes")] = None,
-    client_id: Annotated[str | None, Form()] = None,
-    client_secret: Annotated[str | None, Form()] = None,
+    form: Annotated[TokenRequest, Form()],
 ) -> Response:
     try:
         await _check_form(request)
-        if not grant_type:
+        if not form.grant_type:
             raise _missing("grant_type")
-        if grant_type == "password":
-            if not username:
+        if form.grant_type == "password":
+            if not form.username:
                 raise _missing("username")
-            if not password:
+            if not form.password:
                 raise _missing("password")
             # Counted in their own transactions before the attempt, so that failures count.
             await service.throttle_login(
                 factory,
                 settings,
-                username=username,
+                username=form.username,
                 address=client_address(request, settings),
             )
             async with factory() as db, db.begin():
                 tokens = await service.password_grant(
                     db,
                     settings=settings,
-                    username=username,
-                    password=password,
+                    username=form.username,
+                    password=form.password,
                     device=service.device_label(request.headers.get("user-agent")),
                 )
-        elif grant_type == "refresh_token":
-            if not refresh_token:
+        elif form.grant_type == "refresh_token":
+            if not form.refresh_token:
                 raise _missing("refresh_token")
-            tokens = await _refresh(factory, settings, refresh_token)
-        elif grant_type == "client_credentials":
+            tokens = await _refresh(factory, settings, form.refresh_token)
+        elif form.grant_type == "client_credentials":
             tokens = await _client_credentials(
-                request, factory, settings, client_id, client_secret, scope
+                request, factory, settings, form.client_id, form.client_secret, form.scope
             )
         else:
             raise OAuthError("unsupported_grant_type")

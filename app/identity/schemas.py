@@ -124,6 +124,27 @@ class LogoutIn(BaseModel):
     refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
+class TokenRequest(BaseModel):
+    """RFC 6749 token request, form-encoded.  Parameters are checked by the endpoint itself so
+    that every problem is answered in RFC 6749 form; unknown parameters are ignored."""
+
+    grant_type: str | None = Field(
+        default=None, description="password, refresh_token or client_credentials"
+    )
+    username: str | None = Field(default=None, description="Phone number (password grant)")
+    password: str | None = Field(default=None, description="Password (password grant)")
+    refresh_token: str | None = Field(default=None, description="refresh_token grant")
+    scope: str | None = Field(
+        default=None, description="Space-separated scopes (client_credentials)"
+    )
+    client_id: str | None = Field(
+        default=None, description="client_credentials, unless sent with HTTP Basic"
+    )
+    client_secret: str | None = Field(
+        default=None, description="client_credentials, unless sent with HTTP Basic"
+    )
+
+
 class TokenOut(BaseModel):
     """RFC 6749 §5.1 access token response."""
 
