@@ -4,6 +4,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -108,3 +109,20 @@ class TestAuthRegister:
         r = await client.post("/auth/register", json={}, headers={"Accept-Language": "en"})
         assert assert_validation_error(r)[0]["message"] == "Field required"
         assert await count_rows(sessionmaker, User) == 0
+
+    async def test_flood_per_address_is_throttled(
+        self,
+        client: httpx.AsyncClient,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        app: FastAPI,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(app.state.settings, "login_attempts_per_address", 2)
+        for phone in ("13912345670", "13912345671"):
+            assert (
+                await client.post("/auth/register", json={**VALID, "phone": phone})
+            ).status_code == 201
+        r = await client.post("/auth/register", json={**VALID, "phone": "13912345672"})
+        assert_problem(r, 429, "too_many_requests")
+        assert int(r.headers["retry-after"]) >= 1
+        assert await count_rows(sessionmaker, User) == 2

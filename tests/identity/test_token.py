@@ -402,6 +402,12 @@ class TestAuthTokenRequest:
         assert body["error_description"] == "The parameter grant_type is required"
         assert r.headers["content-type"] == "application/json"
 
+    async def test_empty_body(self, client: httpx.AsyncClient) -> None:
+        for content_type in ("", "application/x-www-form-urlencoded"):
+            headers = {"Content-Type": content_type} if content_type else {}
+            r = await client.post("/auth/token", content=b"", headers=headers)
+            assert_oauth_error(r, 400, "invalid_request")
+
     async def test_unsupported_grant_type(self, client: httpx.AsyncClient) -> None:
         r = await client.post("/auth/token", data={"grant_type": "authorization_code"})
         assert_oauth_error(r, 400, "unsupported_grant_type")
