@@ -192,7 +192,7 @@ async def auth_token(
         elif form.grant_type == "refresh_token":
             if not form.refresh_token:
                 raise _missing("refresh_token")
-            tokens = await _refresh(factory, settings, form.refresh_token)
+            tokens = await _refresh(factory, form.refresh_token)
         elif form.grant_type == "client_credentials":
             tokens = await _client_credentials(
                 request, factory, settings, form.client_id, form.client_secret, form.scope
@@ -210,13 +210,13 @@ async def auth_token(
     return JSONResponse(body.model_dump(exclude_none=True), headers=_NO_STORE)
 
 
-async def _refresh(factory: SessionFactory, settings: Settings, refresh_token: str) -> IssuedTokens:
+async def _refresh(factory: SessionFactory, refresh_token: str) -> IssuedTokens:
     """The exchange runs in its own transaction.  A replayed token fails the request, yet the
     revocation of its session must stay: the failed exchange is rolled back first (which
     also releases SQLite's write lock), then the revocation commits in a second one."""
     try:
         async with factory() as db, db.begin():
-            return await service.refresh_grant(db, settings=settings, refresh_token=refresh_token)
+            return await service.refresh_grant(db, refresh_token=refresh_token)
     except RefreshTokenReused as reuse:
         async with factory() as db, db.begin():
             await service.revoke_session(db, reuse.session_id, reason="refresh_reuse")
@@ -255,7 +255,6 @@ async def _client_credentials(
     async with factory() as db, db.begin():
         return await service.client_credentials_grant(
             db,
-            settings=settings,
             client_id=client_id,
             client_secret=client_secret,
             scope=scope,

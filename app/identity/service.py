@@ -194,7 +194,7 @@ async def open_session(
     )
     await session.flush()
     access, expires_in = issue_access_token(
-        kind="user", subject=str(user.id), session_id=user_session.id, settings=settings
+        kind="user", subject=str(user.id), session_id=user_session.id
     )
     return IssuedTokens(access_token=access, expires_in=expires_in, refresh_token=refresh)
 
@@ -259,9 +259,7 @@ async def password_grant(
     return await open_session(session, user, settings=settings, device=device)
 
 
-async def refresh_grant(
-    session: AsyncSession, *, settings: Settings, refresh_token: str
-) -> IssuedTokens:
+async def refresh_grant(session: AsyncSession, *, refresh_token: str) -> IssuedTokens:
     """Exchange a refresh token for a new pair; the old one is spent.
 
     The exchange is one conditional UPDATE (`used_at IS NULL`, session alive, user active):
@@ -315,9 +313,7 @@ async def refresh_grant(
     new_refresh = new_opaque()
     session.add(RefreshToken(session_id=spent, token_hash=sha256_hex(new_refresh), created_at=now))
     await session.flush()
-    access, expires_in = issue_access_token(
-        kind="user", subject=str(user_id), session_id=spent, settings=settings
-    )
+    access, expires_in = issue_access_token(kind="user", subject=str(user_id), session_id=spent)
     return IssuedTokens(access_token=access, expires_in=expires_in, refresh_token=new_refresh)
 
 
@@ -351,7 +347,6 @@ def _requested_scopes(scope: str | None) -> frozenset[str] | None:
 async def client_credentials_grant(
     session: AsyncSession,
     *,
-    settings: Settings,
     client_id: str,
     client_secret: str,
     scope: str | None,
@@ -376,9 +371,7 @@ async def client_credentials_grant(
             "请求的权限范围超出该客户端的授权",
             "The requested scope exceeds the scopes granted to this client",
         )
-    access, expires_in = issue_access_token(
-        kind="client", subject=client.client_id, scopes=granted, settings=settings
-    )
+    access, expires_in = issue_access_token(kind="client", subject=client.client_id, scopes=granted)
     return IssuedTokens(
         access_token=access, expires_in=expires_in, scope=" ".join(sorted(granted)) or None
     )
