@@ -1,4 +1,5 @@
-"""The `quyu` console script: serve, migrate, seed-demo, create-client, export-openapi."""
+"""The `quyu` console script: serve, migrate, seed-demo, create-client, export-openapi,
+worker, fake-wechat."""
 
 from __future__ import annotations
 
@@ -109,6 +110,40 @@ def export_openapi(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(openapi_text(create_app(configure_logs=False).openapi()), encoding="utf-8")
     console.print(f"wrote {out}")
+
+
+@cli.command()
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Run one pass and exit")] = False,
+) -> None:
+    """Send WeChat subscribe messages from the outbox (and activity reminders)."""
+    from app.wechat.worker import run_worker
+
+    asyncio.run(run_worker(once=once))
+
+
+@cli.command("fake-wechat")
+def fake_wechat(
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8900,
+) -> None:
+    """A local stand-in for the WeChat API (point QUYU_WECHAT_API_BASE at it)."""
+    import uvicorn
+
+    from app.config import get_settings
+    from app.integrations.wechat.fake import FakeWechatState, create_fake_app
+
+    settings = get_settings()
+    app_id = settings.wechat_app_id or "wx-quyu-dev"
+    secret = settings.wechat_app_secret
+    state = FakeWechatState(
+        app_id=app_id, secret=secret.get_secret_value() if secret else "dev-secret"
+    )
+    console.print(
+        f"fake WeChat on http://{host}:{port} for appid {app_id}; "
+        f"messages received: http://{host}:{port}/__fake__/messages"
+    )
+    uvicorn.run(create_fake_app(state), host=host, port=port, log_level="warning")
 
 
 def openapi_text(document: dict[str, object]) -> str:

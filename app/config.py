@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
@@ -24,6 +24,15 @@ WEAK_SECRETS = {"secret", "changeme", "change-me", "password", "dev", "developme
 
 class ConfigError(RuntimeError):
     """Raised at start-up when the configuration cannot be used safely."""
+
+
+class WechatTemplate(BaseModel):
+    """A subscribe-message template: its id, the page it opens, and which value fills which
+    template key (e.g. {"thing1": "org_name", "phrase2": "result"})."""
+
+    template_id: str = ""
+    page: str | None = None
+    fields: dict[str, str] | None = None
 
 
 class Settings(BaseSettings):
@@ -55,6 +64,30 @@ class Settings(BaseSettings):
     login_attempts_per_address: int = Field(default=50, ge=1)
     login_window_seconds: int = Field(default=300, ge=1)
     trust_forwarded_for: bool = False
+
+    # WeChat mini-program (app/integrations/wechat); the base URL points at `quyu fake-wechat`
+    # on a developer's machine.
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_app_id: str = ""
+    wechat_app_secret: SecretStr | None = None
+    wechat_timeout_seconds: float = Field(default=5.0, gt=0)
+    wechat_retries: int = Field(default=2, ge=0, le=10)
+    wechat_retry_backoff_seconds: float = Field(default=0.2, ge=0)
+    wechat_token_refresh_margin_seconds: int = Field(default=300, ge=0)
+    wechat_bind_token_ttl_seconds: int = Field(default=600, ge=30, le=3600)
+    # Subscribe messages: template per kind (checkin_decision, contribution_decision,
+    # waitlist_promoted, activity_cancelled, activity_reminder), as JSON.
+    wechat_templates: dict[str, WechatTemplate] = Field(default_factory=dict)
+    wechat_miniprogram_state: Literal["developer", "trial", "formal"] = "formal"
+    wechat_reminder_lead_minutes: int = Field(default=120, ge=1)
+    wechat_worker_in_app: bool = False
+    wechat_worker_poll_seconds: float = Field(default=2.0, gt=0)
+    wechat_worker_lease_seconds: float = Field(default=60.0, gt=0)
+    wechat_send_max_attempts: int = Field(default=5, ge=1)
+
+    # Dual-post contributions (app/contributions): evidence files live in a local directory.
+    storage_dir: Path = Path("./var/uploads")
+    contribution_max_age_days: int = Field(default=90, ge=1, le=3660)
 
     idempotency_ttl_seconds: int = Field(default=86400, ge=60)
     log_level: str = "INFO"

@@ -1,4 +1,4 @@
-"""create_app(): lifespan (engine, sessionmaker), middleware, routers."""
+"""create_app(): lifespan (engine, sessionmaker, http clients), middleware, routers."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from app.core.logging import configure_logging
 from app.core.middleware import ETagMiddleware, IdempotencyMiddleware, RequestContextMiddleware
 from app.core.openapi import install_openapi
 from app.db.session import create_engine, create_sessionmaker
+from app.integrations.wechat.client import WechatClient
 from app.ops.router import router as ops_router
 from app.routers import api_router
 
@@ -34,9 +35,19 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        wechat_http = WechatClient.new_http_client(settings)
+        app.state.wechat = WechatClient(wechat_http, settings, app.state.sessionmaker)
+        worker = None
+        if settings.wechat_worker_in_app:
+            from app.wechat.worker import start_in_background
+
+            worker = start_in_background(app.state.wechat, app.state.sessionmaker, settings)
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
+            await wechat_http.aclose()
             await engine.dispose()
 
     app = FastAPI(

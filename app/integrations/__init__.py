@@ -1,0 +1,1 @@
+"""Clients of systems we do not own (WeChat, city systems, webhook receivers)."""

@@ -1,0 +1,1 @@
+"""Sign-in through the WeChat mini-program, phone binding, and subscribe-message delivery."""
