@@ -920,9 +920,9 @@ async def mark_attendance(
     if await repo.confirmed_signup_id(session, activity.id, user_id) is None:
         raise AppError("not_confirmed")
     attendance = await repo.attendance_of(session, activity.id, user_id)
-    before = attendance.status if attendance is not None else None
+    created = False
     if attendance is None:
-        attendance = Attendance(
+        fresh = Attendance(
             activity_id=activity.id,
             user_id=user_id,
             status=status.value,
@@ -931,8 +931,17 @@ async def mark_attendance(
             recorded_at=now,
             marked_by=principal.user_id,
         )
-        session.add(attendance)
-    elif before != status.value:
+        try:
+            async with session.begin_nested():
+                session.add(fresh)
+            attendance, created = fresh, True
+        except IntegrityError:
+            # The member checked in (or another officer marked) at this very moment: the
+            # officer's mark goes over what they recorded.
+            attendance = await repo.attendance_of(session, activity.id, user_id)
+            assert attendance is not None
+    before = None if created else attendance.status
+    if not created and before != status.value:
         attendance.status = status.value
         attendance.method = AttendanceMethod.manual.value
         attendance.attended_at = now

@@ -144,3 +144,45 @@ class TestConcurrentSignups:
         assert {r.json()["code"] for r in answers if r.status_code == 409} == {"already_signed_up"}
         got = await client.get(f"/activities/{a['id']}", headers=h)
         assert got.json()["confirmed_count"] == 1
+
+
+class TestMixedLoad:
+    async def test_sign_ups_and_cancellations_at_once(
+        self, client: httpx.AsyncClient, db: AsyncSession, world: World
+    ) -> None:
+        """Cancellations free seats while new members arrive: the counters stay exact and
+        nobody waits on the list while a seat is free."""
+        seats = 8
+        a = await create_activity(client, world, capacity=seats)
+        people = await many_members(db, world.host, 40)
+        early, late = people[:20], people[20:]
+        first = await asyncio.gather(
+            *(client.post(f"/activities/{a['id']}/signup", headers=h) for _, h in early)
+        )
+        leaving = [
+            h for (_, h), r in zip(early, first, strict=True) if r.json()["status"] == "confirmed"
+        ][:5]
+        answers = await asyncio.gather(
+            *(client.post(f"/activities/{a['id']}/signup", headers=h) for _, h in late),
+            *(client.delete(f"/activities/{a['id']}/signup", headers=h) for h in leaving),
+        )
+        assert all(r.status_code in (201, 204) for r in answers), [r.text for r in answers]
+        activity_id = uuid.UUID(a["id"])
+        db.expire_all()
+        statuses = list(
+            (
+                await db.execute(select(Signup.status).where(Signup.activity_id == activity_id))
+            ).scalars()
+        )
+        confirmed = statuses.count("confirmed")
+        waitlisted = statuses.count("waitlisted")
+        assert confirmed == seats
+        assert waitlisted == 40 - 5 - seats
+        counters = (
+            await db.execute(
+                select(Activity.confirmed_count, Activity.waitlist_count).where(
+                    Activity.id == activity_id
+                )
+            )
+        ).one()
+        assert tuple(counters) == (confirmed, waitlisted)
