@@ -309,17 +309,14 @@ class NotificationWorker:
                 )
                 for r in rows
             ]
-            accounts = dict(
-                (
-                    await session.execute(
-                        select(WechatAccount.user_id, WechatAccount.openid_enc).where(
-                            WechatAccount.user_id.in_({c.user_id for c in claimed})
-                        )
+            accounts = {
+                row.user_id: row.openid_enc
+                for row in await session.execute(
+                    select(WechatAccount.user_id, WechatAccount.openid_enc).where(
+                        WechatAccount.user_id.in_({c.user_id for c in claimed})
                     )
                 )
-                .tuples()
-                .all()
-            )
+            }
         return [
             (
                 c,
