@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -140,15 +141,17 @@ def _uuid(payload: Mapping[str, Any], key: str) -> uuid.UUID | None:
         return None
 
 
-async def plan(session: AsyncSession, topic: str, payload: Mapping[str, Any]) -> list[Planned]:
+async def plan(
+    session: AsyncSession, topic: str, payload: Mapping[str, Any], occurred_at: datetime
+) -> list[Planned]:
     """The messages one outbox event asks for (none for topics that notify nobody)."""
     user_id = _uuid(payload, "user_id")
     if user_id is None:
         return []
     if topic in CHECKIN_TOPICS:
-        return await _checkin(session, user_id, payload)
+        return await _checkin(session, user_id, payload, occurred_at)
     if topic in CONTRIBUTION_TOPICS:
-        return _contribution(user_id, topic, payload)
+        return _contribution(user_id, topic, payload, occurred_at)
     if topic == PROMOTED_TOPIC:
         return await _activity(session, user_id, WAITLIST_PROMOTED, payload)
     if topic == SIGNUP_CANCELLED_TOPIC and payload.get("reason") == "activity_cancelled":
@@ -157,7 +160,7 @@ async def plan(session: AsyncSession, topic: str, payload: Mapping[str, Any]) ->
 
 
 async def _checkin(
-    session: AsyncSession, user_id: uuid.UUID, payload: Mapping[str, Any]
+    session: AsyncSession, user_id: uuid.UUID, payload: Mapping[str, Any], occurred_at: datetime
 ) -> list[Planned]:
     checkin_id = _uuid(payload, "checkin_id")
     row = (
@@ -179,13 +182,16 @@ async def _checkin(
                 "org_name": row.name,
                 "result": _RESULTS.get(state, state),
                 "comment": row.decision_comment,
-                "decided_at": row.decided_at,
+                "decided_at": row.decided_at or occurred_at,
             },
         )
     ]
 
 
-def _contribution(user_id: uuid.UUID, topic: str, payload: Mapping[str, Any]) -> list[Planned]:
+def _contribution(
+    user_id: uuid.UUID, topic: str, payload: Mapping[str, Any], occurred_at: datetime
+) -> list[Planned]:
+    """From the event alone: the contributions module puts what a message needs in it."""
     state = topic.rsplit(".", 1)[1]
     comment = payload.get("reason") or payload.get("comment")
     return [
@@ -197,7 +203,7 @@ def _contribution(user_id: uuid.UUID, topic: str, payload: Mapping[str, Any]) ->
                 "title": str(payload.get("title") or "双岗位工作记录"),
                 "result": _RESULTS.get(state, state),
                 "comment": str(comment) if comment else None,
-                "decided_at": None,
+                "decided_at": occurred_at,
                 "hours": payload.get("hours"),
             },
         )

@@ -190,7 +190,12 @@ class NotificationWorker:
         async with self.sessionmaker() as session, session.begin():
             events = (
                 await session.execute(
-                    select(OutboxEvent.id, OutboxEvent.topic, OutboxEvent.payload)
+                    select(
+                        OutboxEvent.id,
+                        OutboxEvent.topic,
+                        OutboxEvent.payload,
+                        OutboxEvent.created_at,
+                    )
                     .where(
                         OutboxEvent.topic.in_(n.TOPICS),
                         OutboxEvent.created_at >= now - LOOKBACK,
@@ -201,7 +206,7 @@ class NotificationWorker:
                 )
             ).all()
             for event in events:
-                planned = await n.plan(session, event.topic, event.payload)
+                planned = await n.plan(session, event.topic, event.payload, event.created_at)
                 created += await self._add_deliveries(
                     session, planned, ref=str(event.id), event_id=event.id
                 )

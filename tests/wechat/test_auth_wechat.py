@@ -22,7 +22,7 @@ from app.models.user import User
 from app.models.wechat import WechatAccount, WechatBindToken
 from app.wechat import service
 from tests.fixtures.factories import login, make_user
-from tests.wechat.conftest import FakeWechat
+from tests.wechat.conftest import APP_SECRET, FakeWechat
 from tests.wechat.helpers import assert_problem, bind_member, count
 
 pytestmark = pytest.mark.usefixtures("wechat")
@@ -413,3 +413,34 @@ class TestUnbind:
         r = await client.delete("/me/wechat")
         assert_problem(r, 401, "unauthorized")
         assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+class TestNothingSecretIsLogged:
+    async def test_secret_codes_openids_tokens_and_phones_stay_out_of_the_logs(
+        self,
+        client: httpx.AsyncClient,
+        db: AsyncSession,
+        fake: FakeWechat,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        caplog.set_level("INFO")  # the level the service runs at
+        token = await bind_token_for(client, "zoe.1")
+        fake.state.invalidate_tokens()
+        r = await client.post(
+            "/auth/wechat/bind", json={"bind_token": token, "phone_code": "13012345678"}
+        )
+        assert r.status_code == 200, r.text
+        assert_problem(await sign_in(client, "bad-zoe"), 401, "wechat_code_invalid")
+        logged = caplog.text + "".join(str(rec.__dict__) for rec in caplog.records)
+        secrets = [
+            APP_SECRET,
+            fake.state.openid_for("zoe"),
+            token,
+            r.json()["access_token"],
+            r.json()["refresh_token"],
+            "13012345678",
+            "zoe.1",
+            *fake.state.tokens,
+        ]
+        for secret in secrets:
+            assert secret not in logged

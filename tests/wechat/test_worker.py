@@ -228,7 +228,9 @@ class TestFanOut:
         assert promoted["page"] == f"pages/activities/detail?id={activity.id}"
         assert promoted["data"]["thing1"]["value"] == "社区环境整治志愿服务"
         assert promoted["data"]["phrase4"]["value"] == "候补成功"
-        assert by_template["tpl-contribution"]["data"]["phrase2"]["value"] == "已退回"
+        contribution = by_template["tpl-contribution"]["data"]
+        assert contribution["phrase2"]["value"] == "已退回"
+        assert "年" in contribution["time4"]["value"]
 
     async def test_members_without_wechat_and_kinds_without_template_get_nothing(
         self,

@@ -82,6 +82,9 @@ class WechatClient:
 
     @staticmethod
     def new_http_client(settings: Settings) -> httpx.AsyncClient:
+        # httpx logs every request URL at INFO; WeChat's URLs carry the app secret, codes and
+        # the access token in their query strings, so those lines must never be written.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         return httpx.AsyncClient(
             base_url=settings.wechat_api_base,
             timeout=httpx.Timeout(settings.wechat_timeout_seconds),

@@ -89,12 +89,12 @@ class AccessTokenStore:
                 if self._fresh(self._memory, now, stale):
                     assert self._memory is not None
                     return self._memory.token
-                cached = await self._read()
+                cached, seen = await self._read()
                 if self._fresh(cached, now, stale):
                     self._memory = cached
                     assert cached is not None
                     return cached.token
-                if await self._take_lease(now):
+                if await self._take_lease(now, seen):
                     return await self._refresh(force=cached is not None and cached.token == stale)
                 # Another process is refreshing: use the current token while it lasts.
                 if (
@@ -107,7 +107,8 @@ class AccessTokenStore:
                     raise WechatUnavailable()
                 await asyncio.sleep(0.05)
 
-    async def _read(self) -> _Cached | None:
+    async def _read(self) -> tuple[_Cached | None, datetime | None]:
+        """The cached token (None when missing) and the row's `updated_at` as seen."""
         async with self._sessionmaker() as session, session.begin():
             row = (
                 await session.execute(
@@ -126,22 +127,28 @@ class AccessTokenStore:
                     .values(app_id=self.app_id, updated_at=clock.now())
                     .on_conflict_do_nothing(index_elements=["app_id"])
                 )
-                return None
+                return None, None
         if row.token_enc is None or row.expires_at is None:
-            return None
-        return _Cached(
+            return None, row.updated_at
+        cached = _Cached(
             token=decrypt(row.token_enc, context=CONTEXT),
             expires_at=row.expires_at,
             updated_at=row.updated_at,
         )
+        return cached, row.updated_at
 
-    async def _take_lease(self, now: datetime) -> bool:
+    async def _take_lease(self, now: datetime, seen: datetime | None) -> bool:
+        """Win the right to refresh: nobody holds a live lease, and the row is still as we
+        read it (so a token stored meanwhile by another process is not refreshed again)."""
+        if seen is None:
+            return False  # the row was only just created: read it again first
         async with self._sessionmaker() as session, session.begin():
             won = (
                 await session.execute(
                     update(WechatAccessToken)
                     .where(
                         WechatAccessToken.app_id == self.app_id,
+                        WechatAccessToken.updated_at == seen,
                         or_(
                             WechatAccessToken.lease_until.is_(None),
                             WechatAccessToken.lease_until < now,
