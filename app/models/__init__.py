@@ -3,6 +3,7 @@
 from app.models.activity import Activity, ActivityCredit, Attendance, Signup  # noqa: F401
 from app.models.auth import ApiClient, RefreshToken, UserSession
 from app.models.checkin import Checkin
+from app.models.contribution import Contribution, ContributionAttachment, ContributionDay  # noqa: F401
 from app.models.kit import AuditLog, IdempotencyRecord, OutboxEvent, RateLimitBucket
 from app.models.organization import Officer, Organization
 from app.models.user import User
