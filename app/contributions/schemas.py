@@ -1,0 +1,247 @@
+"""The shapes of dual-post contributions (双岗位), statistics and exports that cross HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from app.core.i18n import text
+from app.models.activity import Post
+from app.models.contribution import ContributionSource, ContributionStatus
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+CategoryCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+Comment = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+MAX_BATCH = 100
+MAX_HOURS_PER_DAY = 24
+
+
+def half_hours_of(hours: float) -> int:
+    """Hours (a multiple of 0.5) as whole half-hours."""
+    return round(hours * 2)
+
+
+def _check_hours(hours: float) -> float:
+    if not hours > 0:
+        raise ValueError(text("时长须大于 0", "Hours must be positive"))
+    if hours > MAX_HOURS_PER_DAY:
+        raise ValueError(text("时长不能超过 24 小时", "At most 24 hours"))
+    if abs(hours * 2 - round(hours * 2)) > 1e-9:
+        raise ValueError(text("时长须以 0.5 小时为单位", "Hours come in steps of 0.5"))
+    return round(hours * 2) / 2
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContributionCreate(_Input):
+    post: Post = Field(description="enterprise (企业职责岗) or community (社会义务岗)")
+    category: CategoryCode = Field(description="A code of GET /contribution-categories")
+    title: Title
+    description: Description | None = None
+    occurred_on: date = Field(description="Local (Asia/Shanghai) date; not in the future")
+    hours: float = Field(description="Positive, in steps of 0.5; at most 24 a day per member")
+    org_id: uuid.UUID = Field(
+        description="An organization where the member is approved, or their record organization"
+    )
+
+    _hours = field_validator("hours")(_check_hours)
+
+
+class ContributionUpdate(_Input):
+    """Any subset of the fields; a returned record goes back to pending."""
+
+    post: Post | None = None
+    category: CategoryCode | None = None
+    title: Title | None = None
+    description: Description | None = None
+    occurred_on: date | None = None
+    hours: float | None = None
+    org_id: uuid.UUID | None = None
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, hours: float | None) -> float | None:
+        return None if hours is None else _check_hours(hours)
+
+
+class ContributionApprove(_Input):
+    comment: Comment | None = None
+
+
+class ContributionReasoned(_Input):
+    reason: Reason = Field(description="Why, shown to the member (required)")
+
+
+class ContributionReview(_Input):
+    ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH)
+    decision: Literal["approve", "reject", "return"]
+    comment: Comment | None = Field(
+        default=None,
+        description="The decision's comment; required (the reason) to reject or return",
+    )
+
+    @field_validator("ids")
+    @classmethod
+    def _unique(cls, ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        if len(set(ids)) != len(ids):
+            raise ValueError(text("ID 不能重复", "ids must be unique"))
+        return ids
+
+
+class CategoryRead(BaseModel):
+    code: str
+    name: str = Field(description="In the language of the request")
+    name_zh: str
+    name_en: str
+
+
+class PostCategories(BaseModel):
+    post: Post
+    name: str
+    name_zh: str
+    name_en: str
+    categories: list[CategoryRead]
+
+
+class CategoriesRead(BaseModel):
+    posts: list[PostCategories]
+
+
+class OrgRef(BaseModel):
+    id: uuid.UUID
+    name: str
+
+
+class AttachmentRead(BaseModel):
+    id: uuid.UUID
+    content_type: str
+    size: int
+    sha256: str
+    original_name: str | None
+    created_at: datetime
+
+
+class ContributionRead(BaseModel):
+    """A record as its member sees it; `source` activity records are attendance credits."""
+
+    id: uuid.UUID
+    source: ContributionSource
+    status: ContributionStatus
+    post: Post
+    category: str
+    title: str
+    description: str | None
+    occurred_on: date
+    hours: float
+    org: OrgRef
+    activity_id: uuid.UUID | None = None
+    attachment_count: int
+    submitted_at: datetime
+    decided_at: datetime | None
+    decision_comment: str | None
+
+
+class MemberCard(BaseModel):
+    id: uuid.UUID
+    name: str
+    phone_masked: str
+
+
+class ContributionQueueItem(BaseModel):
+    """A record as an officer sees it: enough to decide on a phone."""
+
+    id: uuid.UUID
+    source: ContributionSource
+    status: ContributionStatus
+    post: Post
+    category: str
+    title: str
+    description: str | None
+    occurred_on: date
+    hours: float
+    org: OrgRef
+    member: MemberCard
+    activity_id: uuid.UUID | None = None
+    attachment_count: int
+    possible_duplicate: bool = Field(
+        description="An attendance credit of the same member and day exists"
+    )
+    submitted_at: datetime
+    decided_at: datetime | None
+    decided_by: uuid.UUID | None
+    decision_comment: str | None
+
+
+class ReviewResult(BaseModel):
+    id: uuid.UUID
+    ok: bool
+    status: ContributionStatus | None = Field(
+        default=None, description="The record's state after the call (when visible)"
+    )
+    code: str | None = Field(
+        default=None,
+        description="Why it failed: `not_found`, `invalid_transition` or `review_own_forbidden`",
+    )
+
+
+class ReviewResponse(BaseModel):
+    results: list[ReviewResult]
+
+
+class SummaryCell(BaseModel):
+    post: Post
+    status: ContributionStatus
+    count: int
+    hours: float
+
+
+class PostTotal(BaseModel):
+    post: Post
+    approved_hours: float
+    approved_count: int
+
+
+class SummaryRead(BaseModel):
+    year: int
+    items: list[SummaryCell] = Field(description="Per post and status (activity credits approved)")
+    totals: list[PostTotal] = Field(description="Approved hours and counts per post")
+
+
+class MonthHours(BaseModel):
+    month: str = Field(examples=["2026-03"])
+    post: Post
+    hours: float
+    count: int
+
+
+class StatsRead(BaseModel):
+    org_id: uuid.UUID
+    from_: date = Field(alias="from", serialization_alias="from")
+    to: date
+    members: int = Field(description="Distinct members approved in the subtree")
+    floating_members: int = Field(description="Of them, floating (流动党员)")
+    pending_checkins: int
+    pending_contributions: int
+    activities: int = Field(description="Published or completed activities starting in the range")
+    signups: int = Field(description="Confirmed sign-ups of those activities")
+    attendances: int = Field(description="Present attendance records of those activities")
+    attendance_rate: float | None = Field(
+        description="attendances / signups of those activities; null when no sign-ups"
+    )
+    contribution_hours: list[MonthHours] = Field(
+        description="Approved hours per month and post (activity credits included)"
+    )
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+ExportKind = Literal["members", "contributions", "attendance"]
+ExportFormat = Literal["xlsx", "csv"]
