@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.contributions.storage import LocalStorage, get_storage
 from app.models.activity import Activity
 from app.models.organization import Organization
-from tests.contributions.helpers import World, build_world
 from tests.conftest import TEST_DB
+from tests.contributions.helpers import World, build_world
 
 
 @pytest.fixture(autouse=True)
