@@ -2,7 +2,7 @@
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-25 22:22:17.803720
+Create Date: 2026-11-25 22:45:35.306709
 """
 
 from collections.abc import Sequence
@@ -55,7 +55,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('contributions', schema=None) as batch_op:
         batch_op.create_index('ix_contributions_org_status_created', ['org_id', 'status', 'created_at', 'id'], unique=False)
-        batch_op.create_index('ix_contributions_org_status_occurred', ['org_id', 'status', 'occurred_on'], unique=False)
+        batch_op.create_index('ix_contributions_org_status_occurred', ['org_id', 'status', 'occurred_on'], unique=False, postgresql_include=['post', 'half_hours'])
+        batch_op.create_index('ix_contributions_pending_created', ['created_at', 'id'], unique=False, postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
         batch_op.create_index('ix_contributions_user_created', ['user_id', 'created_at', 'id'], unique=False)
         batch_op.create_index('ix_contributions_user_occurred', ['user_id', 'occurred_on'], unique=False)
 
@@ -87,7 +88,8 @@ def downgrade() -> None:
     with op.batch_alter_table('contributions', schema=None) as batch_op:
         batch_op.drop_index('ix_contributions_user_occurred')
         batch_op.drop_index('ix_contributions_user_created')
-        batch_op.drop_index('ix_contributions_org_status_occurred')
+        batch_op.drop_index('ix_contributions_pending_created', postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
+        batch_op.drop_index('ix_contributions_org_status_occurred', postgresql_include=['post', 'half_hours'])
         batch_op.drop_index('ix_contributions_org_status_created')
 
     op.drop_table('contributions')

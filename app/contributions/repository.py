@@ -9,6 +9,7 @@ each branch filtered before the union so that both use their own indexes.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -28,6 +29,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     null,
     or_,
     select,
@@ -91,21 +93,40 @@ def _ym_sqlite(element: year_month, compiler: SQLCompiler, **kw: Any) -> str:
     return "substr(%s, 1, 7)" % compiler.process(element.clauses, **kw)  # noqa: UP031
 
 
+_PATH = re.compile(r"^(?:/[0-9a-f]{32})+/$")
+
+
 def in_subtree(path: str) -> ColumnElement[bool]:
-    return Organization.path.startswith(path, autoescape=True)
+    """Organizations under `path`, with the prefix written into the SQL as a literal.
+
+    A bound prefix would let PostgreSQL switch, after five executions of a prepared
+    statement, to a generic plan that cannot know how much of the tree the prefix selects
+    (measured: 0.3 s becoming 2.4 s on a district with 1M records).  Paths are validated
+    hex ids and slashes, so the literal is safe."""
+    if not _PATH.match(path):
+        raise ValueError("not an organization path")
+    return Organization.path.like(literal_column(f"'{path}%'", String))
 
 
 def credit_half_hours() -> ColumnElement[int]:
     return cast(func.round(ActivityCredit.hours * 2), Integer)
 
 
-def _credit_exists() -> ColumnElement[bool]:
-    """An approved attendance credit of the record's member and day (the reviewer's hint)."""
-    return exists().where(
-        ActivityCredit.user_id == Contribution.user_id,
-        ActivityCredit.occurred_on == Contribution.occurred_on,
-        ActivityCredit.status == APPROVED,
+def _with_duplicate_hint(page: Any) -> AnySelect:
+    """The page's rows with `possible_duplicate` made current: the stored flag (a credit
+    existed at submission) or an approved credit of the same member and day now.  Evaluated
+    on the page only, after the limit, not on every row of the queue."""
+    sub = page.subquery("page")
+    hint = or_(
+        sub.c.possible_duplicate,
+        exists().where(
+            ActivityCredit.user_id == sub.c.user_id,
+            ActivityCredit.occurred_on == sub.c.occurred_on,
+            ActivityCredit.status == APPROVED,
+        ),
     )
+    columns = [c for c in sub.c if c.key != "possible_duplicate"]
+    return select(*columns, hint.label("possible_duplicate"))
 
 
 # --- the union of records ---------------------------------------------------------------------
@@ -126,7 +147,7 @@ def _manual(*where: ColumnElement[bool], with_member: bool = False) -> AnySelect
         Organization.name.label("org_name"),
         cast(null(), Uuid).label("activity_id"),
         Contribution.attachment_count,
-        or_(Contribution.possible_duplicate, _credit_exists()).label("possible_duplicate"),
+        Contribution.possible_duplicate,
         Contribution.submitted_at,
         Contribution.decided_at,
         Contribution.decided_by,
@@ -251,11 +272,12 @@ async def queue_page(
         _credits(in_subtree(path), with_member=True),
         status=status,
     )
-    return (await session.execute(_page(sub, params, descending=False))).all()
+    page = _with_duplicate_hint(_page(sub, params, descending=False))
+    return (await session.execute(page.order_by("created_at", "id"))).all()
 
 
 async def queue_one(session: AsyncSession, record_id: uuid.UUID) -> AnyRow | None:
-    stmt = _manual(Contribution.id == record_id, with_member=True)
+    stmt = _with_duplicate_hint(_manual(Contribution.id == record_id, with_member=True))
     return (await session.execute(stmt)).one_or_none()
 
 

@@ -15,7 +15,7 @@ import uuid
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TimestampMixin, UUIDMixin, utcnow
@@ -54,8 +54,23 @@ class Contribution(UUIDMixin, TimestampMixin, Base):
         ),
         # Officers' queue of a subtree: (org, status) then oldest first.
         Index("ix_contributions_org_status_created", "org_id", "status", "created_at", "id"),
-        # Statistics: approved hours of a subtree in a date range.
-        Index("ix_contributions_org_status_occurred", "org_id", "status", "occurred_on"),
+        # The pending queue of a large subtree: walk pending records oldest first and keep
+        # those of the subtree, stopping at the page size.
+        Index(
+            "ix_contributions_pending_created",
+            "created_at",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        # Statistics: approved hours of a subtree in a date range (index-only on PostgreSQL).
+        Index(
+            "ix_contributions_org_status_occurred",
+            "org_id",
+            "status",
+            "occurred_on",
+            postgresql_include=["post", "half_hours"],
+        ),
         # My contributions, newest first; the per-member-day sum of the daily limit.
         Index("ix_contributions_user_created", "user_id", "created_at", "id"),
         Index("ix_contributions_user_occurred", "user_id", "occurred_on"),
