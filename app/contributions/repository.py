@@ -33,6 +33,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     true,
     union_all,
     update,
@@ -528,6 +529,15 @@ async def attachments_of(session: AsyncSession, record_id: uuid.UUID) -> Sequenc
 
 def _subtree_orgs(path: str) -> Select[uuid.UUID]:
     return select(Organization.id).where(in_subtree(path))
+
+
+async def prefer_custom_plans(session: AsyncSession) -> None:
+    """PostgreSQL: plan the statistics statements for their actual dates and prefix, for the
+    rest of this (read-only) transaction.  After five executions of a prepared statement the
+    server may otherwise keep a generic plan (measured on a district with 1M records: the
+    hours aggregate went from 0.3 s to 2.4 s)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
 async def stats_counts(

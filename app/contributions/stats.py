@@ -39,6 +39,7 @@ async def org_stats(
 ) -> StatsRead:
     first, last = resolve_range(first, last)
     starts, ends = local_midnight(first), local_midnight(last + timedelta(days=1))
+    await repo.prefer_custom_plans(session)
     counts = await repo.stats_counts(session, org.path, starts, ends, clock.now())
     hours = await repo.stats_hours(session, org.path, first, last)
     rate = (
