@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from alembic import context
 from sqlalchemy.engine import Connection
 
 import app.models  # noqa: F401  (fills the metadata)
+from alembic import context
 from app.config import get_settings
 from app.db.base import Base, UTCDateTime
 from app.db.session import create_engine

@@ -23,9 +23,10 @@ _RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
 
 if TEST_DB == "postgres":
     DB_NAME = f"quyu_test_{_RUN_ID}"
-    DATABASE_URL = PG_ADMIN_DSN.rsplit("/", 1)[0].replace(
-        "postgresql://", "postgresql+asyncpg://"
-    ) + f"/{DB_NAME}"
+    DATABASE_URL = (
+        PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        + f"/{DB_NAME}"
+    )
 elif TEST_DB == "sqlite":
     DB_NAME = str(Path(tempfile.gettempdir()) / f"quyu_test_{_RUN_ID}.db")
     DATABASE_URL = f"sqlite+aiosqlite:///{DB_NAME}"

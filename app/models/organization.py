@@ -46,9 +46,7 @@ class Officer(UUIDMixin, TimestampMixin, Base):
     __tablename__ = "officers"
     __table_args__ = (UniqueConstraint("org_id", "user_id"),)
 
-    org_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
-    )
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
