@@ -53,6 +53,12 @@ class Principal:
         return self.user is not None and self.user.is_admin
 
     @property
+    def person(self) -> User:
+        """The signed-in person behind a CurrentMember (narrows the type)."""
+        assert self.user is not None, "use with CurrentMember"
+        return self.user
+
+    @property
     def user_id(self) -> uuid.UUID | None:
         return self.user.id if self.user is not None else None
 

@@ -24,21 +24,14 @@ from app.checkins.schemas import (
 from app.core.errors import Forbidden
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
-from app.deps import CurrentMember, DbSession, Principal
+from app.deps import CurrentMember, DbSession
 from app.models.enums import CheckinStatus
-from app.models.user import User
 
 router = APIRouter(tags=["checkins"])
 
 Paging = Annotated[PageParams, Depends(page_params)]
 CheckinId = Annotated[uuid.UUID, Path(description="The check-in")]
 OrgId = Annotated[uuid.UUID, Path(description="The organization whose subtree is read")]
-
-
-def _user(principal: Principal) -> User:
-    # CurrentMember guarantees a person; this narrows the type.
-    assert principal.user is not None
-    return principal.user
 
 
 @router.post(
@@ -69,7 +62,7 @@ async def checkins_create(
     """Submit a pending check-in.  422 `checkin_target_invalid` unless the organization is
     regional, enterprise or building; 422 `profile_incomplete` naming the missing fields;
     409 `checkin_exists` when one is already pending or approved there."""
-    created = await service.submit(session, _user(principal), data)
+    created = await service.submit(session, principal.person, data)
     response.headers["Location"] = str(request.url_for("checkins_get", checkin_id=created.id))
     return created
 
@@ -83,7 +76,7 @@ async def checkins_create(
 async def checkins_get(
     checkin_id: CheckinId, session: DbSession, principal: CurrentMember
 ) -> CheckinRead:
-    return await service.get_mine(session, _user(principal).id, checkin_id)
+    return await service.get_mine(session, principal.person.id, checkin_id)
 
 
 @router.get(
@@ -95,7 +88,7 @@ async def checkins_get(
 async def me_checkins_list(
     session: DbSession, principal: CurrentMember, paging: Paging
 ) -> Page[CheckinRead]:
-    return await service.list_mine(session, _user(principal).id, paging)
+    return await service.list_mine(session, principal.person.id, paging)
 
 
 @router.post(
@@ -107,7 +100,7 @@ async def me_checkins_list(
 async def checkins_withdraw(
     checkin_id: CheckinId, session: DbSession, principal: CurrentMember
 ) -> CheckinRead:
-    return await service.withdraw(session, _user(principal).id, checkin_id)
+    return await service.withdraw(session, principal.person.id, checkin_id)
 
 
 @router.post(
@@ -119,7 +112,7 @@ async def checkins_withdraw(
 async def checkins_leave(
     checkin_id: CheckinId, session: DbSession, principal: CurrentMember
 ) -> CheckinRead:
-    return await service.leave(session, _user(principal).id, checkin_id)
+    return await service.leave(session, principal.person.id, checkin_id)
 
 
 @router.get(
@@ -156,7 +149,7 @@ async def checkins_approve(
     scope = await officer_scope(session, principal)
     comment = data.comment if data is not None else None
     return await service.decide(
-        session, _user(principal), scope, checkin_id, "approve", comment or None
+        session, principal.person, scope, checkin_id, "approve", comment or None
     )
 
 
@@ -170,7 +163,7 @@ async def checkins_reject(
     checkin_id: CheckinId, data: CheckinReject, session: DbSession, principal: CurrentMember
 ) -> CheckinQueueItem:
     scope = await officer_scope(session, principal)
-    return await service.decide(session, _user(principal), scope, checkin_id, "reject", data.reason)
+    return await service.decide(session, principal.person, scope, checkin_id, "reject", data.reason)
 
 
 @router.post(
@@ -188,7 +181,7 @@ async def checkins_review(
     if scope.empty:
         raise Forbidden()
     return await service.review(
-        session, _user(principal), scope, data.ids, data.decision, data.comment or None
+        session, principal.person, scope, data.ids, data.decision, data.comment or None
     )
 
 

@@ -35,10 +35,9 @@ from app.core.audit import audit
 from app.core.errors import AppError, Forbidden
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
-from app.deps import CurrentMember, CurrentPrincipal, DbSession, Principal, SessionFactory
+from app.deps import CurrentMember, CurrentPrincipal, DbSession, SessionFactory
 from app.models.activity import Post
 from app.models.contribution import ContributionStatus
-from app.models.user import User
 
 router = APIRouter(tags=["contributions"])
 
@@ -49,11 +48,6 @@ RecordId = Annotated[uuid.UUID, Path(description="The contribution")]
 AttachmentId = Annotated[uuid.UUID, Path(description="The attachment")]
 OrgId = Annotated[uuid.UUID, Path(description="The organization whose subtree is read")]
 StorageDep = Annotated[Storage, Depends(get_storage)]
-
-
-def _user(principal: Principal) -> User:
-    assert principal.user is not None
-    return principal.user
 
 
 @router.get(
@@ -83,7 +77,7 @@ async def contributions_create(
     """422 `contribution_org_invalid` unless the member is approved at `org_id` or it is their
     record organization; 422 `daily_hours_exceeded` past 24 hours that day (activity credits
     included); `occurred_on` not in the future nor older than the configured limit."""
-    created = await service.submit(session, _user(principal), data)
+    created = await service.submit(session, principal.person, data)
     response.headers["Location"] = str(request.url_for("contributions_get", record_id=created.id))
     return created
 
@@ -97,7 +91,7 @@ async def contributions_create(
 async def contributions_get(
     record_id: RecordId, session: DbSession, principal: CurrentMember
 ) -> ContributionRead:
-    return await service.get_mine(session, _user(principal).id, record_id)
+    return await service.get_mine(session, principal.person.id, record_id)
 
 
 @router.get(
@@ -117,7 +111,7 @@ async def me_contributions_list(
     ] = None,
 ) -> Page[ContributionRead]:
     return await service.list_mine(
-        session, _user(principal).id, status=status, post=post, year=year, params=paging
+        session, principal.person.id, status=status, post=post, year=year, params=paging
     )
 
 
@@ -134,7 +128,7 @@ async def me_contributions_summary(
         int | None, Query(ge=2000, le=2100, description="Local year (default: this year)")
     ] = None,
 ) -> SummaryRead:
-    return await service.summary(session, _user(principal).id, year or clock.local_today().year)
+    return await service.summary(session, principal.person.id, year or clock.local_today().year)
 
 
 @router.patch(
@@ -146,7 +140,7 @@ async def me_contributions_summary(
 async def contributions_update(
     record_id: RecordId, data: ContributionUpdate, session: DbSession, principal: CurrentMember
 ) -> ContributionRead:
-    return await service.update(session, _user(principal), record_id, data)
+    return await service.update(session, principal.person, record_id, data)
 
 
 @router.post(
@@ -158,7 +152,7 @@ async def contributions_update(
 async def contributions_withdraw(
     record_id: RecordId, session: DbSession, principal: CurrentMember
 ) -> ContributionRead:
-    return await service.withdraw(session, _user(principal), record_id)
+    return await service.withdraw(session, principal.person, record_id)
 
 
 _UPLOAD_BODY: dict[str, Any] = {
@@ -201,7 +195,7 @@ async def contributions_attachments_create(
     """The type is read from the content (415 `attachment_type_unsupported` unless JPEG, PNG,
     WebP or PDF); 413 `attachment_too_large` past 10 MB, before the body is read when
     Content-Length says so; location metadata (EXIF GPS, XMP) is removed from images."""
-    user = _user(principal)
+    user = principal.person
     await service.check_attachable(session, user.id, record_id)
     # Do not hold a transaction while a phone uploads (SQLite: the write lock; PostgreSQL: a
     # pooled connection idle in transaction).  Only reads happened so far.
@@ -241,7 +235,7 @@ async def contributions_attachments_list(
     async def scope_of() -> Any:
         return await officer_scope(session, principal)
 
-    return await service.attachments_list(session, _user(principal), record_id, scope_of)
+    return await service.attachments_list(session, principal.person, record_id, scope_of)
 
 
 _FILE_TYPES: dict[str, dict[str, Any]] = {
@@ -266,7 +260,7 @@ async def contributions_attachments_get(
         return await officer_scope(session, principal)
 
     row = await service.attachment_for_download(
-        session, _user(principal), record_id, attachment_id, scope_of
+        session, principal.person, record_id, attachment_id, scope_of
     )
     name = row.original_name or f"{row.id.hex}.{media.EXTENSIONS[row.content_type]}"
     return StreamingResponse(
@@ -316,7 +310,7 @@ async def contributions_approve(
     scope = await officer_scope(session, principal)
     comment = data.comment if data is not None else None
     return await service.decide(
-        session, _user(principal), scope, record_id, "approve", comment or None
+        session, principal.person, scope, record_id, "approve", comment or None
     )
 
 
@@ -330,7 +324,7 @@ async def contributions_reject(
     record_id: RecordId, data: ContributionReasoned, session: DbSession, principal: CurrentMember
 ) -> ContributionQueueItem:
     scope = await officer_scope(session, principal)
-    return await service.decide(session, _user(principal), scope, record_id, "reject", data.reason)
+    return await service.decide(session, principal.person, scope, record_id, "reject", data.reason)
 
 
 @router.post(
@@ -343,7 +337,7 @@ async def contributions_return(
     record_id: RecordId, data: ContributionReasoned, session: DbSession, principal: CurrentMember
 ) -> ContributionQueueItem:
     scope = await officer_scope(session, principal)
-    return await service.decide(session, _user(principal), scope, record_id, "return", data.reason)
+    return await service.decide(session, principal.person, scope, record_id, "return", data.reason)
 
 
 @router.post(
@@ -362,7 +356,7 @@ async def contributions_review(
     if scope.empty:
         raise Forbidden()
     return await service.review(
-        session, _user(principal), scope, data.ids, data.decision, data.comment or None
+        session, principal.person, scope, data.ids, data.decision, data.comment or None
     )
 
 
@@ -434,7 +428,7 @@ async def orgs_exports_get(
         object_type="export",
         object_id=None,
         org_id=org.id,
-        actor_id=_user(principal).id,
+        actor_id=principal.person.id,
         comment=(f"format={format} status={query.status or ''} from={from_ or ''} to={to or ''}"),
     )
     stream = (

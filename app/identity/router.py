@@ -15,7 +15,7 @@ from app.config import Settings
 from app.core.errors import problem_body
 from app.core.openapi import problems
 from app.core.pagination import PageParams, page_params
-from app.deps import CurrentMember, DbSession, Principal, SessionFactory
+from app.deps import CurrentMember, DbSession, SessionFactory
 from app.identity import service
 from app.identity.schemas import (
     LogoutIn,
@@ -28,7 +28,6 @@ from app.identity.schemas import (
     TokenRequest,
 )
 from app.identity.service import IssuedTokens, OAuthError, RefreshTokenReused
-from app.models.user import User
 
 router = APIRouter()
 
@@ -52,11 +51,6 @@ def client_address(request: Request, settings: Settings) -> str:
         if last:
             return last
     return request.client.host if request.client else "unknown"
-
-
-def _user(principal: Principal) -> User:
-    assert principal.user is not None  # CurrentMember guarantees a person
-    return principal.user
 
 
 # --- auth ----------------------------------------------------------------------------------
@@ -270,7 +264,7 @@ async def _client_credentials(
     summary="Sign this device out: its refresh token and session die",
 )
 async def auth_logout(body: LogoutIn, db: DbSession, me: CurrentMember) -> Response:
-    await service.logout(db, user_id=_user(me).id, refresh_token=body.refresh_token)
+    await service.logout(db, user_id=me.person.id, refresh_token=body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -285,7 +279,7 @@ async def auth_logout(body: LogoutIn, db: DbSession, me: CurrentMember) -> Respo
     summary="My profile",
 )
 async def me_get(db: DbSession, me: CurrentMember) -> MeRead:
-    return await service.profile(db, _user(me))
+    return await service.profile(db, me.person)
 
 
 @router.patch(
@@ -296,7 +290,7 @@ async def me_get(db: DbSession, me: CurrentMember) -> MeRead:
     summary="Change my profile (fields left out are kept, null clears)",
 )
 async def me_update(body: MeUpdate, db: DbSession, me: CurrentMember) -> MeRead:
-    user = _user(me)
+    user = me.person
     await service.update_profile(db, user, body)
     return await service.profile(db, user)
 
@@ -314,7 +308,7 @@ async def me_sessions_list(
     params: Annotated[PageParams, Depends(page_params)],
 ) -> SessionPage:
     return await service.list_sessions(
-        db, user_id=_user(me).id, current_session_id=me.session_id, params=params
+        db, user_id=me.person.id, current_session_id=me.session_id, params=params
     )
 
 
@@ -327,5 +321,5 @@ async def me_sessions_list(
     summary="Sign one of my devices out",
 )
 async def me_sessions_revoke(session_id: uuid.UUID, db: DbSession, me: CurrentMember) -> Response:
-    await service.revoke_own_session(db, user_id=_user(me).id, session_id=session_id)
+    await service.revoke_own_session(db, user_id=me.person.id, session_id=session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
