@@ -47,7 +47,7 @@ os.environ.update(
 
 import httpx  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
-from sqlalchemy import event, text  # noqa: E402
+from sqlalchemy import event, text, update  # noqa: E402
 from sqlalchemy.ext.asyncio import (  # noqa: E402
     AsyncEngine,
     AsyncSession,
@@ -58,6 +58,7 @@ from sqlalchemy.ext.asyncio import (  # noqa: E402
 from app.config import get_settings  # noqa: E402
 from app.db.base import Base  # noqa: E402
 from app.main import create_app  # noqa: E402
+from app.models.organization import Organization  # noqa: E402
 
 get_settings.cache_clear()
 
@@ -140,6 +141,9 @@ async def _clean_tables(app: FastAPI) -> AsyncIterator[None]:
         if TEST_DB == "postgres":
             await conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
         else:
+            # SQLite enforces ON DELETE RESTRICT row by row, even inside one statement, so
+            # the self-referencing organization tree is unlinked before the rows go.
+            await conn.execute(update(Organization).values(parent_id=None))
             for name in tables:
                 await conn.execute(text(f"DELETE FROM {name}"))  # noqa: S608
 

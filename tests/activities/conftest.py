@@ -4,7 +4,7 @@ the tests move by hand, and helpers to create activities through the API."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,19 +12,18 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import clock
 from app.core.tokens import issue_access_token
-from app.models.activity import Activity, Signup
+from app.models.activity import Signup
 from app.models.auth import UserSession
 from app.models.checkin import Checkin
 from app.models.kit import OutboxEvent
 from app.models.organization import Organization
 from app.models.user import User
-from tests.conftest import TEST_DB, QueryCounter
+from tests.conftest import QueryCounter
 from tests.fixtures.factories import login, make_officer, make_org, make_user, next_phone
 from tests.fixtures.factories import password_hash as pw_hash
 
@@ -46,21 +45,6 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.value += timedelta(**delta)
-
-
-@pytest.fixture(autouse=True)
-async def _empty_tree_leaves_first(app: FastAPI, _clean_tables: None) -> AsyncIterator[None]:
-    """The shared clean-up deletes all organizations in one statement, which SQLite refuses
-    (parent_id and activities.org_id are ON DELETE RESTRICT, checked row by row): remove the
-    activities, then the tree from its leaves up, before it runs.  PostgreSQL truncates."""
-    yield
-    if TEST_DB == "postgres":
-        return
-    async with app.state.engine.begin() as conn:
-        await conn.execute(delete(Activity))
-        deepest = (await conn.execute(select(func.max(Organization.depth)))).scalar()
-        for depth in range(deepest or 0, -1, -1):
-            await conn.execute(delete(Organization).where(Organization.depth == depth))
 
 
 @pytest.fixture(autouse=True)

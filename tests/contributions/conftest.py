@@ -1,33 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contributions.storage import LocalStorage, get_storage
-from app.models.activity import Activity
-from app.models.organization import Organization
-from tests.conftest import TEST_DB
 from tests.contributions.helpers import World, build_world
-
-
-@pytest.fixture(autouse=True)
-async def _empty_tree_leaves_first(app: FastAPI, _clean_tables: None) -> AsyncIterator[None]:
-    """SQLite refuses to delete a whole tree in one statement (parent_id is ON DELETE
-    RESTRICT, checked row by row): remove it from the leaves up first."""
-    yield
-    if TEST_DB == "postgres":
-        return
-    async with app.state.engine.begin() as conn:
-        # Activities hold their organizations with ON DELETE RESTRICT too.
-        await conn.execute(delete(Activity))
-        deepest = (await conn.execute(select(func.max(Organization.depth)))).scalar()
-        for depth in range(deepest or 0, -1, -1):
-            await conn.execute(delete(Organization).where(Organization.depth == depth))
 
 
 @pytest.fixture(autouse=True)
