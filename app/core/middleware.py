@@ -34,9 +34,18 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def _route_template(scope: Scope) -> str:
+    """The matched route's template as served, router prefixes included: a route included
+    under a prefix knows only its own part ("/orgs/{org_id}"), and the prefix is the part of
+    the request path before the segments that part matched.  No route here uses a `:path`
+    parameter, so one template segment matches exactly one path segment."""
     route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "<unmatched>"
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return "<unmatched>"
+    segments = str(scope.get("path", "")).split("/")
+    own = template.count("/")
+    prefix = "/".join(segments[: len(segments) - own]) if len(segments) > own else ""
+    return prefix + template
 
 
 async def _send_json(

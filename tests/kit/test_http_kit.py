@@ -89,7 +89,7 @@ class TestAccessLog:
         assert len(records) == 1
         line = JsonFormatter().format(records[0])
         entry = json.loads(line)
-        assert entry["route"].endswith("/orgs/{org_id}")
+        assert entry["route"] == "/api/v1/orgs/{org_id}"
         assert entry["status"] == 401
         assert "13912345678" not in line
         assert "2b1f0c9e" not in line
@@ -114,6 +114,6 @@ class TestMetrics:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/plain")
         text = r.text
-        assert '/orgs/{org_id}"' in text
+        assert 'route="/api/v1/orgs/{org_id}"' in text
         assert "quyu_http_request_duration_seconds_bucket" in text
         assert "2b1f0c9e" not in text
