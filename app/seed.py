@@ -7,21 +7,25 @@ only when missing, so that running it again changes nothing.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import anyio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.activities.repository import district_of
 from app.config import get_settings
 from app.core import clock
 from app.core.passwords import hash_password_sync
 from app.core.tokens import new_opaque
 from app.db.base import Base
 from app.db.session import create_engine, create_sessionmaker
+from app.models.activity import Activity, ActivityStatus, Signup, SignupStatus
 from app.models.auth import ApiClient
 from app.models.checkin import Checkin
+from app.models.contribution import Contribution, ContributionStatus
 from app.models.organization import Officer, Organization
 from app.models.user import User
 
@@ -190,12 +194,110 @@ def member_phone(i: int) -> str:
     return f"139000000{10 + i:02d}"
 
 
+@dataclass(frozen=True)
+class ActivitySpec:
+    """An activity `days` ahead of the day the demo data is loaded, at `at` local time."""
+
+    key: str
+    org: str
+    title: str
+    category: str
+    days: int
+    at: time
+    hours: float
+    place: str
+    capacity: int | None
+    visibility: str
+    service_hours: float
+    post: str
+    status: str = ActivityStatus.published.value
+    signups: tuple[int, ...] = field(default=())  # indexes into MEMBERS, confirmed
+
+
+ACTIVITIES: list[ActivitySpec] = [
+    ActivitySpec(
+        "libang-study",
+        "libang",
+        "主题党日：学习新修订的党章",
+        "study",
+        3,
+        time(19, 0),
+        2,
+        "力邦村党群服务中心二楼",
+        40,
+        "region",
+        2,
+        "community",
+        signups=(0, 1, 3),
+    ),
+    ActivitySpec(
+        "libang-cleanup",
+        "libang",
+        "志愿服务：力邦村环境整治",
+        "volunteer",
+        5,
+        time(8, 30),
+        3,
+        "力邦村文化广场",
+        3,
+        "public",
+        3,
+        "community",
+        signups=(0, 1, 2),  # full: the next sign-up goes on the waitlist
+    ),
+    ActivitySpec(
+        "buildings-meeting",
+        "haishu-buildings",
+        "商务楼宇党建联席会议",
+        "coordination",
+        2,
+        time(14, 0),
+        1.5,
+        "天一广场党群服务中心",
+        None,
+        "org",
+        1.5,
+        "enterprise",
+        signups=(10, 11),
+    ),
+    ActivitySpec(
+        "buildings-lecture",
+        "haishu-buildings",
+        "微党课：数字经济与楼宇党建",
+        "study",
+        10,
+        time(12, 30),
+        1,
+        "天一广场党群服务中心",
+        60,
+        "region",
+        1,
+        "enterprise",
+        status=ActivityStatus.draft.value,
+    ),
+]
+
+# member index, post, category, title, days ago, hours, status, reviewer's comment
+CONTRIBUTIONS: list[tuple[int, str, str, str, int, float, str, str | None]] = [
+    (0, "enterprise", "technical_innovation", "改进冲压模具，减少废品率", 10, 4, "approved", None),
+    (0, "community", "volunteering", "协助新居民办理居住登记", 3, 2, "pending", None),
+    (1, "community", "elder_care", "看望村里独居老人", 5, 1.5, "pending", None),
+    (2, "community", "patrol", "夜间治安巡逻", 7, 3, "pending", None),
+    (3, "enterprise", "safety", "车间安全隐患排查", 12, 2, "returned", "请补充现场照片"),
+    (9, "enterprise", "mentoring", "带教两名新入职员工", 8, 2, "approved", None),
+    (10, "enterprise", "mentoring", "带教新入职员工", 4, 2, "pending", None),
+    (11, "community", "mediation", "调解楼宇租户纠纷", 6, 1, "approved", None),
+]
+
+
 @dataclass
 class SeedResult:
     organizations: int = 0
     users: int = 0
     officers: int = 0
     checkins: int = 0
+    activities: int = 0
+    contributions: int = 0
     clients: int = 0
     skipped: bool = False
 
@@ -204,7 +306,8 @@ class SeedResult:
             return "demo data: database already has accounts, nothing loaded"
         return (
             f"demo data: {self.organizations} organizations, {self.users} accounts, "
-            f"{self.officers} officers, {self.checkins} check-ins, {self.clients} clients added"
+            f"{self.officers} officers, {self.checkins} check-ins, {self.activities} activities, "
+            f"{self.contributions} contributions, {self.clients} clients added"
         )
 
 
@@ -332,6 +435,10 @@ async def _seed(session: AsyncSession, result: SeedResult, password_hash: str) -
         if await _add_missing(session, checkin, id=checkin.id):
             result.checkins += 1
 
+    secretaries = {org_key: demo_id(f"user:{phone}") for phone, (_, org_key) in SECRETARIES.items()}
+    await _seed_activities(session, result, orgs, secretaries, now)
+    await _seed_contributions(session, result, secretaries, now)
+
     client = ApiClient(
         id=demo_id(f"client:{DEMO_CLIENT_ID}"),
         client_id=DEMO_CLIENT_ID,
@@ -341,6 +448,85 @@ async def _seed(session: AsyncSession, result: SeedResult, password_hash: str) -
     )
     if await _add_missing(session, client, client_id=DEMO_CLIENT_ID):
         result.clients += 1
+
+
+async def _seed_activities(
+    session: AsyncSession,
+    result: SeedResult,
+    orgs: dict[str, Organization],
+    secretaries: dict[str, uuid.UUID],
+    now: datetime,
+) -> None:
+    today = now.astimezone(clock.LOCAL_TZ).date()
+    for spec in ACTIVITIES:
+        host = orgs[spec.org]
+        assert host.lat is not None and host.lng is not None
+        starts = datetime.combine(today + timedelta(days=spec.days), spec.at, clock.LOCAL_TZ)
+        published = spec.status == ActivityStatus.published.value
+        activity = Activity(
+            id=demo_id(f"activity:{spec.key}"),
+            org_id=host.id,
+            district_id=await district_of(session, host),
+            title=spec.title,
+            description=f"{spec.place}。请提前十分钟到场签到。",
+            category=spec.category,
+            starts_at=starts,
+            ends_at=starts + timedelta(hours=spec.hours),
+            location_name=spec.place,
+            location_address=host.address,
+            lat=host.lat,
+            lng=host.lng,
+            radius_m=300,
+            capacity=spec.capacity,
+            visibility=spec.visibility,
+            service_hours=spec.service_hours,
+            post=spec.post,
+            status=spec.status,
+            confirmed_count=len(spec.signups),
+            created_by=secretaries[spec.org],
+            published_at=now if published else None,
+        )
+        if not await _add_missing(session, activity, id=activity.id):
+            continue
+        result.activities += 1
+        session.add_all(
+            Signup(
+                id=demo_id(f"signup:{spec.key}:{i}"),
+                activity_id=activity.id,
+                user_id=demo_id(f"user:{member_phone(i)}"),
+                status=SignupStatus.confirmed.value,
+                created_at=now,
+                confirmed_at=now,
+            )
+            for i in spec.signups
+        )
+    await session.flush()
+
+
+async def _seed_contributions(
+    session: AsyncSession, result: SeedResult, secretaries: dict[str, uuid.UUID], now: datetime
+) -> None:
+    today = now.astimezone(clock.LOCAL_TZ).date()
+    for n, (i, post, category, title, days_ago, hours, status, comment) in enumerate(CONTRIBUTIONS):
+        org_key = MEMBERS[i][3]
+        decided = status != ContributionStatus.pending.value
+        contribution = Contribution(
+            id=demo_id(f"contribution:{n}"),
+            user_id=demo_id(f"user:{member_phone(i)}"),
+            org_id=demo_id(f"org:{org_key}"),
+            post=post,
+            category=category,
+            title=title,
+            occurred_on=today - timedelta(days=days_ago),
+            half_hours=round(hours * 2),
+            status=status,
+            submitted_at=now,
+            decided_at=now if decided else None,
+            decided_by=secretaries[org_key] if decided else None,
+            decision_comment=comment,
+        )
+        if await _add_missing(session, contribution, id=contribution.id):
+            result.contributions += 1
 
 
 async def create_client(client_id: str, scopes: str, org_id: str | None) -> str:

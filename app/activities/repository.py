@@ -28,6 +28,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.engine import CursorResult
@@ -48,7 +49,7 @@ from app.models.activity import (
 )
 from app.models.checkin import Checkin
 from app.models.enums import CheckinStatus, OrgKind
-from app.models.organization import Organization
+from app.models.organization import Officer, Organization
 from app.models.user import User
 
 ACTIVE = (SignupStatus.confirmed.value, SignupStatus.waitlisted.value)
@@ -79,18 +80,23 @@ def _position_of(signup: Any) -> ColumnElement[int | None]:
 
 # --- who may see what ------------------------------------------------------------------
 
-_APPROVED_PATHS = (
+# Where the member belongs: approved check-ins, and the organizations they serve as an
+# officer (a secretary belongs to the organization they run without checking in to it).
+_APPROVED_PATHS = union_all(
     select(Organization.path)
     .join(Checkin, Checkin.org_id == Organization.id)
     .where(
         Checkin.user_id == bindparam("me"),
         Checkin.status == CheckinStatus.approved.value,
-    )
+    ),
+    select(Organization.path)
+    .join(Officer, Officer.org_id == Organization.id)
+    .where(Officer.user_id == bindparam("me")),
 )
 
 
 async def approved_ancestor_ids(session: AsyncSession, user_id: uuid.UUID) -> frozenset[uuid.UUID]:
-    """Every organization at or above one where the member is approved.
+    """Every organization at or above one where the member is approved (or an officer).
 
     "Approved somewhere in the subtree of X" is "X is among these", an equality test that
     the indexes on activities serve directly.

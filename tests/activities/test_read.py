@@ -39,6 +39,8 @@ class TestList:
             ("outside", {"public"}),  # another district
             ("nowhere", {"public"}),
             ("pending", {"public"}),  # checked in at the host, not yet approved
+            ("host_officer", {"org", "region", "public"}),  # runs the host, no check-in
+            ("outsider_officer", {"public"}),  # runs an organization in another district
         ],
     )
     async def test_visibility(
@@ -55,7 +57,11 @@ class TestList:
                 client, world, visibility=visibility, co_host_org_ids=[str(world.cohost.id)]
             )
             ids[a["id"]] = visibility
-        if where == "pending":
+        if where == "host_officer":
+            headers = world.officer_headers
+        elif where == "outsider_officer":
+            headers = world.outsider_headers
+        elif where == "pending":
             _, headers = await member_of(db, world.host, status="pending")
         elif where == "nowhere":
             _, headers = await member_of(db, None)
