@@ -24,6 +24,8 @@ from app.core.errors import AppError, register_codes
 register_codes({"invalid_cursor": (422, "分页游标无效", "The cursor is not valid")})
 
 T = TypeVar("T")
+# Any statement of any columns; `where`, `order_by` and `limit` give back the same type.
+S = TypeVar("S", bound="Select[*tuple[Any, ...]]")
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 20
 
@@ -90,12 +92,12 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
 
 
 def keyset(
-    stmt: Select[Any],
+    stmt: S,
     keys: Sequence[InstrumentedAttribute[Any]],
     params: PageParams,
     *,
     descending: bool = False,
-) -> Select[Any]:
+) -> S:
     """Order by `keys`, start after the cursor, fetch limit + 1 rows to know if more exist.
 
     The comparison is spelled out as (a > x) OR (a = x AND b > y) ... rather than a row-value

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Select, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -116,11 +116,6 @@ async def get_officer(
 async def fetch(session: AsyncSession, stmt: Select[*tuple[Any, ...]]) -> Sequence[Row[Any]]:
     result: Sequence[Row[Any]] = (await session.execute(stmt)).all()
     return result
-
-
-def as_select(stmt: Select[*tuple[Any, ...]]) -> Select[Any]:
-    """`app.core.pagination.keyset` is typed for SQLAlchemy 2.0's one-parameter `Select`."""
-    return cast("Select[Any]", stmt)
 
 
 def _in_subtree(path: str) -> ColumnElement[bool]:

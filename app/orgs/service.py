@@ -198,7 +198,7 @@ async def list_orgs(
         )
     near = filters.near
     if near is None:
-        rows = await repo.fetch(session, keyset(repo.as_select(stmt), [Organization.path], params))
+        rows = await repo.fetch(session, keyset(stmt, [Organization.path], params))
         items, next_cursor = page_of(rows, params, lambda r: (r.path,))
         return Page(items=[_list_item(r) for r in items], next_cursor=next_cursor)
 
@@ -484,7 +484,7 @@ async def list_officers(
 ) -> Page[OfficerRead]:
     org = await require_officer_of(session, principal, org_id)
     stmt = keyset(
-        repo.as_select(repo.LIST_OFFICERS.where(Officer.org_id == org.id)),
+        repo.LIST_OFFICERS.where(Officer.org_id == org.id),
         [Officer.created_at, Officer.id],
         params,
     )

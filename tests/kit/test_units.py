@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from fastapi.exceptions import RequestValidationError
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import ConfigError, Settings
 from app.core import crypto
-from app.core.errors import AppError
+from app.core.errors import AppError, validation_errors
 from app.core.pagination import decode_cursor, encode_cursor
 from app.core.throttle import Throttled, hit
 from app.core.validators import normalize_id_number, normalize_mainland_mobile
@@ -105,6 +106,25 @@ class TestCrypto:
     def test_masks(self) -> None:
         assert crypto.mask_id_number("330283199001011234") == "3302**********1234"
         assert crypto.mask_phone("13912345678") == "139****5678"
+
+
+class TestValidationErrors:
+    @pytest.mark.parametrize(
+        ("loc", "field"),
+        [
+            (("body", "location", "lat"), "location.lat"),
+            (("body", "path"), "path"),  # a field called "path" keeps its name
+            (("query", "body", "path"), "body.path"),
+            (("path", "org_id"), "org_id"),
+            (("body",), "body"),
+            (("body", "ids", 3), "ids.3"),
+        ],
+    )
+    def test_field_names_drop_only_the_location(
+        self, loc: tuple[str | int, ...], field: str
+    ) -> None:
+        exc = RequestValidationError([{"type": "missing", "loc": loc, "msg": "Field required"}])
+        assert validation_errors(exc)[0]["field"] == field
 
 
 class TestCursor:
