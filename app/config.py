@@ -85,8 +85,20 @@ class Settings(BaseSettings):
     wechat_worker_lease_seconds: float = Field(default=60.0, gt=0)
     wechat_send_max_attempts: int = Field(default=5, ge=1)
 
-    # Dual-post contributions (app/contributions): evidence files live in a local directory.
+    # Dual-post contributions (app/contributions): evidence files live in a local directory,
+    # or with storage_backend "s3" in a bucket of an S3-compatible store (AWS S3, MinIO,
+    # Aliyun OSS, …; app/contributions/storage.py).
+    storage_backend: Literal["local", "s3"] = "local"
     storage_dir: Path = Path("./var/uploads")
+    s3_endpoint_url: str | None = None  # None: AWS S3 in s3_region
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    # Both or neither; neither: botocore's own chain (AWS_* variables, profile, instance role).
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = ""  # e.g. "quyu/evidence": object key = prefix/storage key
+    # "path" for MinIO without wildcard DNS; "virtual" for Aliyun OSS.
+    s3_addressing_style: Literal["auto", "virtual", "path"] = "auto"
     contribution_max_age_days: int = Field(default=90, ge=1, le=3660)
 
     idempotency_ttl_seconds: int = Field(default=86400, ge=60)
@@ -112,6 +124,11 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is None or not _is_key(value.get_secret_value()):
                 problems.append(f"QUYU_{name.upper()} must be a base64-encoded 32-byte key")
+        if self.storage_backend == "s3":
+            if not self.s3_bucket:
+                problems.append("QUYU_S3_BUCKET is required with QUYU_STORAGE_BACKEND=s3")
+            if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+                problems.append("QUYU_S3_ACCESS_KEY_ID and QUYU_S3_SECRET_ACCESS_KEY go together")
         if problems:
             raise ConfigError("Refusing to start in production: " + "; ".join(problems) + ".")
         return self

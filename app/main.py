@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app.config import Settings, get_settings
+from app.contributions.storage import close_storage
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import ETagMiddleware, IdempotencyMiddleware, RequestContextMiddleware
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             if worker is not None:
                 await worker.stop()
             await wechat_http.aclose()
+            await close_storage()
             await engine.dispose()
 
     app = FastAPI(

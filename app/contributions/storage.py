@@ -1,8 +1,9 @@
-"""Where evidence files live: a small interface and its local-directory implementation.
+"""Where evidence files live: a small interface and two implementations.
 
-An S3-compatible implementation would satisfy the same `Storage` protocol; it is not written
-yet (see the module's closing note in the contributions issue): the local directory
-(`QUYU_STORAGE_DIR`, default ./var/uploads) is the only backend today.
+`LocalStorage` keeps files under one directory (`QUYU_STORAGE_DIR`, default ./var/uploads), the
+default.  `S3Storage` keeps them in a bucket of an S3-compatible store (AWS S3, MinIO, Aliyun
+OSS, …) with `QUYU_STORAGE_BACKEND=s3` and the `QUYU_S3_*` settings.  `get_storage()` returns
+the one the settings choose, made once per process.
 """
 
 from __future__ import annotations
@@ -12,14 +13,24 @@ import os
 import re
 import shutil
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from app.config import get_settings
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+from app.config import ConfigError, Settings, get_settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
 
 CHUNK = 64 * 1024
 _KEY = re.compile(r"^[a-z0-9]+(?:/[a-z0-9][a-z0-9._-]*)+$")
+# What S3-compatible stores answer for an absent object (HEAD has no body, hence "404").
+_MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
 class Storage(Protocol):
@@ -33,6 +44,12 @@ class Storage(Protocol):
         """Remove; absent keys are ignored."""
 
 
+def _checked(key: str) -> str:
+    if not _KEY.match(key) or ".." in key:
+        raise ValueError("bad storage key")
+    return key
+
+
 class LocalStorage:
     """Files under one directory, key = relative path; blocking I/O runs in threads."""
 
@@ -40,9 +57,7 @@ class LocalStorage:
         self.root = root
 
     def _path(self, key: str) -> Path:
-        if not _KEY.match(key) or ".." in key:
-            raise ValueError("bad storage key")
-        return self.root / key
+        return self.root / _checked(key)
 
     async def put_file(self, key: str, source: Path) -> None:
         target = self._path(key)
@@ -68,10 +83,144 @@ class LocalStorage:
         await asyncio.to_thread(self._path(key).unlink, True)
 
 
+class S3Storage:
+    """Objects in one bucket of an S3-compatible store; object key = prefix + "/" + key.
+
+    One aiobotocore client, made on first use and kept, so that its connection pool is
+    reused; `aclose()` releases it.  Payload checksums are sent only where an operation
+    requires them: Aliyun OSS and older MinIO reject the aws-chunked uploads that botocore
+    otherwise sends by default.  The SHA-256 of each file is kept in the database anyway.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        prefix: str = "",
+        addressing_style: Literal["auto", "virtual", "path"] = "auto",
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._endpoint_url = endpoint_url
+        self._region = region
+        self._access_key_id = access_key_id
+        self._secret_access_key = secret_access_key
+        self._config = AioConfig(
+            # botocore's model files are read in a thread, not on the event loop.
+            warm_up_loader_caches=True,
+            s3={"addressing_style": addressing_style},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"mode": "standard"},
+        )
+        self._session = get_session()
+        self._client: S3Client | None = None
+        self._exit = AsyncExitStack()
+        self._lock = asyncio.Lock()
+
+    async def _s3(self) -> S3Client:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    self._client = await self._exit.enter_async_context(
+                        self._session.create_client(
+                            "s3",
+                            endpoint_url=self._endpoint_url,
+                            region_name=self._region,
+                            aws_access_key_id=self._access_key_id,
+                            aws_secret_access_key=self._secret_access_key,
+                            config=self._config,
+                        )
+                    )
+        return self._client
+
+    def _name(self, key: str) -> str:
+        _checked(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    async def put_file(self, key: str, source: Path) -> None:
+        name = self._name(key)
+        client = await self._s3()
+        handle = await asyncio.to_thread(source.open, "rb")
+        try:
+            # A file body is sent in chunks read off the event loop (aiohttp), not whole.
+            size = os.fstat(handle.fileno()).st_size
+            await client.put_object(Bucket=self.bucket, Key=name, Body=handle, ContentLength=size)
+        finally:
+            await asyncio.to_thread(handle.close)
+
+    async def open(self, key: str) -> AsyncIterator[bytes]:
+        name = self._name(key)
+        client = await self._s3()
+        try:
+            response = await client.get_object(Bucket=self.bucket, Key=name)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in _MISSING:
+                raise FileNotFoundError(key) from error
+            raise
+        async with response["Body"] as body:
+            async for chunk in body.iter_chunks(CHUNK):
+                yield chunk
+
+    async def delete(self, key: str) -> None:
+        # S3 answers 204 for an absent key too.
+        client = await self._s3()
+        await client.delete_object(Bucket=self.bucket, Key=self._name(key))
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            self._client = None
+            await self._exit.aclose()
+
+
 @lru_cache
 def _local(root: str) -> LocalStorage:
     return LocalStorage(Path(root))
 
 
+_s3_stores: dict[tuple[str | None, ...], S3Storage] = {}
+
+
+def _s3(settings: Settings) -> S3Storage:
+    if not settings.s3_bucket:
+        raise ConfigError("QUYU_S3_BUCKET is required with QUYU_STORAGE_BACKEND=s3")
+    secret = settings.s3_secret_access_key
+    options = (
+        settings.s3_bucket,
+        settings.s3_endpoint_url,
+        settings.s3_region,
+        settings.s3_access_key_id,
+        None if secret is None else secret.get_secret_value(),
+        settings.s3_prefix,
+        settings.s3_addressing_style,
+    )
+    store = _s3_stores.get(options)
+    if store is None:
+        store = _s3_stores[options] = S3Storage(
+            settings.s3_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=options[4],
+            prefix=settings.s3_prefix,
+            addressing_style=settings.s3_addressing_style,
+        )
+    return store
+
+
 def get_storage() -> Storage:
-    return _local(str(get_settings().storage_dir))
+    settings = get_settings()
+    if settings.storage_backend == "s3":
+        return _s3(settings)
+    return _local(str(settings.storage_dir))
+
+
+async def close_storage() -> None:
+    """Release what `get_storage()` holds open (the S3 client): for the app's shutdown."""
+    while _s3_stores:
+        _, store = _s3_stores.popitem()
+        await store.aclose()
