@@ -112,14 +112,20 @@ async def transition(
     return list((await session.execute(stmt)).all())
 
 
+def not_owned_by(user_id: uuid.UUID) -> ColumnElement[bool]:
+    """Check-ins of anyone but `user_id`: an officer never decides their own.  Part of the
+    decision's conditional UPDATE, so that no pre-check can be raced past."""
+    return Checkin.user_id != user_id
+
+
 async def states(
     session: AsyncSession, ids: Sequence[uuid.UUID], *where: ColumnElement[bool]
-) -> dict[uuid.UUID, str]:
-    """Current states of those of `ids` that match `where` (ownership or scope)."""
+) -> dict[uuid.UUID, tuple[str, uuid.UUID]]:
+    """(state, owner) of those of `ids` that match `where` (ownership or scope)."""
     rows = await session.execute(
-        select(Checkin.id, Checkin.status).where(Checkin.id.in_(ids), *where)
+        select(Checkin.id, Checkin.status, Checkin.user_id).where(Checkin.id.in_(ids), *where)
     )
-    return {row.id: row.status for row in rows}
+    return {row.id: (row.status, row.user_id) for row in rows}
 
 
 # --- the member's own check-ins ------------------------------------------------------------
@@ -244,8 +250,10 @@ async def members_page(
     q: str | None,
     params: PageParams,
 ) -> Sequence[AnyRow]:
-    """Approved registrations of the subtree, newest first; by (org_id, status, floating,
-    created_at, id) when filtered on floating."""
+    """Approved registrations of the subtree, newest first; by ix_checkins_org_status_created
+    (org_id, status, created_at, id), or ix_checkins_org_status_floating (org_id, status,
+    floating, created_at, id) when filtered on floating.  `q` (name contains, LIKE '%…%')
+    has no btree to use: it narrows the subtree's approved rows the indexes already found."""
     stmt = _MEMBERS.where(subtree(path).clause())
     if floating is not None:
         stmt = stmt.where(Checkin.floating == floating)
@@ -287,8 +295,13 @@ async def audit_page(
     actor_id: uuid.UUID | None,
     params: PageParams,
 ) -> Sequence[AnyRow]:
-    """Audit entries of the subtree's organizations, newest first, by ix_audit_log_org_created
-    (org_id, created_at, id); `actor_id` has ix_audit_log_actor."""
+    """Audit entries of the subtree's organizations, newest first.  Without a filter, per
+    organization by ix_audit_log_org_created (org_id, created_at, id).  With `action` or
+    `actor_id`: a small subtree per organization by ix_audit_log_org_{action,actor}_created
+    (org_id, filter, created_at, id); a large one newest first by
+    ix_audit_log_{action,actor}_created (filter, created_at, id), stopping at the page size
+    (measured on PostgreSQL, 300k entries under 20k organizations: a district-wide action
+    filter from an 88 ms sequential scan to 0.2 ms)."""
     stmt = _AUDIT.where(subtree(path).clause())
     if action is not None:
         stmt = stmt.where(AuditLog.action == action)

@@ -146,6 +146,8 @@ async def checkins_approve(
     principal: CurrentMember,
     data: CheckinApprove | None = None,
 ) -> CheckinQueueItem:
+    """404 outside the caller's subtree; 403 `review_own_forbidden` for the officer's own
+    check-in (an officer above decides it); 409 `invalid_transition` unless pending."""
     scope = await officer_scope(session, principal)
     comment = data.comment if data is not None else None
     return await service.decide(
@@ -162,6 +164,8 @@ async def checkins_approve(
 async def checkins_reject(
     checkin_id: CheckinId, data: CheckinReject, session: DbSession, principal: CurrentMember
 ) -> CheckinQueueItem:
+    """404 outside the caller's subtree; 403 `review_own_forbidden` for the officer's own
+    check-in (an officer above decides it); 409 `invalid_transition` unless pending."""
     scope = await officer_scope(session, principal)
     return await service.decide(session, principal.person, scope, checkin_id, "reject", data.reason)
 
@@ -176,7 +180,8 @@ async def checkins_review(
     data: CheckinReview, session: DbSession, principal: CurrentMember
 ) -> ReviewResponse:
     """Each id gets `{id, ok, status?, code?}`: `not_found` for an unknown id or one outside
-    the caller's subtree, `invalid_transition` for one no longer pending."""
+    the caller's subtree, `invalid_transition` for one no longer pending,
+    `review_own_forbidden` for the officer's own check-in."""
     scope = await officer_scope(session, principal)
     if scope.empty:
         raise Forbidden()

@@ -112,7 +112,8 @@ class ReviewResult(BaseModel):
         default=None, description="The check-in's state after the call (when visible)"
     )
     code: str | None = Field(
-        default=None, description="Why it failed: `not_found` or `invalid_transition`"
+        default=None,
+        description="Why it failed: `not_found`, `invalid_transition` or `review_own_forbidden`",
     )
 
 

@@ -2,8 +2,10 @@
 
 States (API.md): pending → approved | rejected | withdrawn; approved → left.  Every change is
 one conditional UPDATE (… WHERE status = :from), so that of two concurrent deciders exactly one
-wins; every change is recorded in the audit log and as an outbox event in the same
-transaction.  Nothing here commits: the request's session does, after the endpoint returns.
+wins; an officer's decision also requires, in the same UPDATE, that the check-in is not the
+officer's own (403 `review_own_forbidden`, as for contributions).  Every change is recorded in
+the audit log and as an outbox event in the same transaction.  Nothing here commits: the
+request's session does, after the endpoint returns.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from app.core.errors import (
     AppError,
     InvalidTransition,
     NotFound,
+    ReviewOwnForbidden,
     ValidationFailed,
     register_codes,
 )
@@ -389,9 +392,10 @@ async def _decide_many(
     ids: Sequence[uuid.UUID],
     decision: Decision,
     comment: str | None,
-) -> tuple[set[uuid.UUID], dict[uuid.UUID, str]]:
-    """Decide every pending one of `ids` within `scope` with one UPDATE; return the ids
-    decided and, for the others visible in scope, their current state."""
+) -> tuple[set[uuid.UUID], dict[uuid.UUID, tuple[str, uuid.UUID]]]:
+    """Decide every pending one of `ids` within `scope` and not the actor's own, with one
+    UPDATE; return the ids decided and, for the others visible in scope, their current state
+    and owner."""
     to_state = _DECISIONS[decision]
     visible = repo.in_scope(scope)
     now = clock.now()
@@ -400,7 +404,7 @@ async def _decide_many(
         ids,
         from_state=CheckinStatus.pending,
         to_state=to_state,
-        where=[visible],
+        where=[visible, repo.not_owned_by(actor.id)],
         values={
             "decided_at": now,
             "decided_by": actor.id,
@@ -425,6 +429,13 @@ async def _decide_many(
     return decided, current
 
 
+def _own_pending(state: tuple[str, uuid.UUID], actor: User) -> bool:
+    """Why a visible check-in was not decided: the officer's own, still pending (anything
+    else not pending is an invalid transition)."""
+    status, owner = state
+    return owner == actor.id and status == CheckinStatus.pending
+
+
 async def decide(
     session: AsyncSession,
     actor: User,
@@ -435,11 +446,14 @@ async def decide(
 ) -> CheckinQueueItem:
     """Approve or reject one pending check-in in the officer's subtree.
 
-    Outside the subtree (or unknown): 404; not pending (also: lost a race): 409."""
+    Outside the subtree (or unknown): 404; the officer's own, pending: 403
+    `review_own_forbidden`; not pending (also: lost a race): 409."""
     decided, current = await _decide_many(session, actor, scope, [checkin_id], decision, comment)
     if not decided:
         if checkin_id not in current:
             raise NotFound()
+        if _own_pending(current[checkin_id], actor):
+            raise ReviewOwnForbidden()
         raise InvalidTransition()
     row = await repo.queue_one(session, checkin_id, scope)
     assert row is not None
@@ -466,12 +480,14 @@ async def review(
         if checkin_id in decided:
             results.append(ReviewResult(id=checkin_id, ok=True, status=to_state))
         elif checkin_id in current:
+            status, _ = current[checkin_id]
+            own = _own_pending(current[checkin_id], actor)
             results.append(
                 ReviewResult(
                     id=checkin_id,
                     ok=False,
-                    status=CheckinStatus(current[checkin_id]),
-                    code=InvalidTransition.code,
+                    status=CheckinStatus(status),
+                    code=ReviewOwnForbidden.code if own else InvalidTransition.code,
                 )
             )
         else:

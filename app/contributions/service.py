@@ -50,9 +50,9 @@ from app.core.audit import audit
 from app.core.crypto import mask_phone
 from app.core.errors import (
     AppError,
-    Forbidden,
     InvalidTransition,
     NotFound,
+    ReviewOwnForbidden,
     ValidationFailed,
     register_codes,
 )
@@ -84,11 +84,6 @@ register_codes(
             409,
             "每条记录最多上传 9 个附件",
             "At most 9 attachments per record",
-        ),
-        "review_own_forbidden": (
-            403,
-            "不能审核本人的记录",
-            "You may not review your own record",
         ),
     }
 )
@@ -638,7 +633,7 @@ async def decide(
             raise NotFound()
         status, owner = current[record_id]
         if owner == actor.id and status == ContributionStatus.pending:
-            raise Forbidden("review_own_forbidden")
+            raise ReviewOwnForbidden()
         raise InvalidTransition()
     row = await repo.queue_one(session, record_id)
     assert row is not None
@@ -662,7 +657,7 @@ async def review(
             results.append(ReviewResult(id=record_id, ok=True, status=to_state))
         elif record_id in current:
             status, owner = current[record_id]
-            code = "review_own_forbidden" if owner == actor.id and status == "pending" else None
+            code = ReviewOwnForbidden.code if owner == actor.id and status == "pending" else None
             results.append(
                 ReviewResult(
                     id=record_id,

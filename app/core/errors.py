@@ -28,6 +28,8 @@ CATALOG: dict[str, tuple[int, str, str]] = {
     "scope_missing": (403, "客户端缺少所需权限范围", "The client lacks the required scope"),
     "conflict": (409, "与当前状态冲突", "Conflicts with the current state"),
     "invalid_transition": (409, "当前状态不允许此操作", "Not allowed in the current state"),
+    # Officers may not decide their own record (contributions, check-ins).
+    "review_own_forbidden": (403, "不能审核本人的记录", "You may not review your own record"),
     "too_many_requests": (429, "请求过于频繁，请稍后再试", "Too many requests, try again later"),
     "idempotency_key_reused": (
         422,
@@ -104,6 +106,12 @@ class NotFound(AppError):
 
 class Forbidden(AppError):
     code = "forbidden"
+
+
+class ReviewOwnForbidden(Forbidden):
+    """An officer tried to decide a record of their own; someone else must."""
+
+    code = "review_own_forbidden"
 
 
 class Unauthorized(AppError):
@@ -199,9 +207,14 @@ _ZH_MESSAGES: dict[str, str] = {
 }
 
 
+_LOCATIONS = frozenset({"body", "query", "path", "header", "cookie", "form"})
+
+
 def _field_name(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "form")]
-    return ".".join(parts) or "body"
+    """`("body", "location", "lat")` → "location.lat": only the leading part names where the
+    value came from; a field that happens to be called "path" or "body" keeps its name."""
+    parts = list(loc[1:] if loc and loc[0] in _LOCATIONS else loc)
+    return ".".join(str(p) for p in parts) or "body"
 
 
 def validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
@@ -256,6 +269,7 @@ __all__ = [
     "Forbidden",
     "InvalidTransition",
     "NotFound",
+    "ReviewOwnForbidden",
     "Unauthorized",
     "ValidationFailed",
     "install_error_handlers",

@@ -49,8 +49,16 @@ class AuditLog(UUIDMixin, Base):
 
     __tablename__ = "audit_log"
     __table_args__ = (
+        # `GET /orgs/{org_id}/audit-log?action=&actor_id=`: the subtree's entries, newest first
+        # (keyset on created_at, id).  A small subtree is read organization by organization
+        # (org_id, [filter,] created_at, id); a large one (a district's) walks the filter's
+        # entries newest first and stops at the page size ([filter,] created_at, id), which
+        # also serves actor_id's ON DELETE SET NULL.
         Index("ix_audit_log_org_created", "org_id", "created_at", "id"),
-        Index("ix_audit_log_actor", "actor_id"),
+        Index("ix_audit_log_org_action_created", "org_id", "action", "created_at", "id"),
+        Index("ix_audit_log_org_actor_created", "org_id", "actor_id", "created_at", "id"),
+        Index("ix_audit_log_action_created", "action", "created_at", "id"),
+        Index("ix_audit_log_actor_created", "actor_id", "created_at", "id"),
     )
 
     org_id: Mapped[uuid.UUID | None] = mapped_column(

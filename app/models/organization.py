@@ -22,7 +22,13 @@ class Organization(UUIDMixin, TimestampMixin, Base):
             "path",
             postgresql_ops={"path": "text_pattern_ops"},
         ),
+        # `GET /orgs` filters (parent_id has its own index, below): kind, kind with
+        # region_type, region_type alone, and `near` (a lat/lng bounding box: a range on lat,
+        # lng checked inside the index).  `q` (name contains) is a LIKE '%…%' that no btree
+        # serves; it only ever narrows rows already limited by scope and the other filters.
         Index("ix_organizations_kind_region_type", "kind", "region_type"),
+        Index("ix_organizations_region_type", "region_type"),
+        Index("ix_organizations_lat_lng", "lat", "lng"),
     )
 
     name: Mapped[str] = mapped_column(String(100))
