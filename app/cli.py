@@ -19,11 +19,21 @@ console = Console()
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def migrations_dir() -> Path:
+    """The migration scripts: `alembic/` of the checkout, installed as `quyu_migrations`
+    (setup.py), so a wheel without the repository migrates too."""
+    import importlib
+
+    package = importlib.import_module("quyu_migrations")
+    return Path(next(iter(package.__path__)))
+
+
 def _alembic_config(database_url: str | None = None) -> object:
     from alembic.config import Config
 
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "alembic"))
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("path_separator", "os")
     if database_url:
         cfg.attributes["database_url"] = database_url
     return cfg
