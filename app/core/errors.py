@@ -21,6 +21,9 @@ CATALOG: dict[str, tuple[int, str, str]] = {
     "validation_error": (422, "请求参数有误", "The request is not valid"),
     "not_found": (404, "资源不存在", "Not found"),
     "method_not_allowed": (405, "不支持该请求方法", "Method not allowed"),
+    # A body that cannot be decoded at all (not UTF-8, a broken multipart stream).
+    "malformed_body": (400, "请求体无法解析", "The request body cannot be decoded"),
+    "bad_request": (400, "请求有误", "Bad request"),
     "unauthorized": (401, "未登录或登录已失效", "Authentication required"),
     "token_invalid": (401, "访问令牌无效或已过期", "The access token is invalid or expired"),
     "forbidden": (403, "无权执行此操作", "You may not do this"),
@@ -242,6 +245,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {
+            400: "malformed_body",
             401: "unauthorized",
             403: "forbidden",
             404: "not_found",
@@ -250,8 +254,9 @@ def install_error_handlers(app: FastAPI) -> None:
             413: "payload_too_large",
             415: "unsupported_media_type",
             429: "too_many_requests",
+            409: "conflict",
             503: "service_unavailable",
-        }.get(exc.status_code, "internal_error" if exc.status_code >= 500 else "conflict")
+        }.get(exc.status_code, "internal_error" if exc.status_code >= 500 else "bad_request")
         headers = dict(exc.headers or {})
         if exc.status_code == 401:
             headers.setdefault("WWW-Authenticate", 'Bearer realm="quyu"')

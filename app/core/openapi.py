@@ -55,9 +55,9 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def _problem_response(status: int) -> dict[str, Any]:
+def _problem_response(status: int, description: str | None = None) -> dict[str, Any]:
     return {
-        "description": _DESCRIPTIONS.get(status, "Error"),
+        "description": description or _DESCRIPTIONS.get(status, "Error"),
         "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
 
@@ -102,6 +102,12 @@ def install_openapi(app: FastAPI) -> None:
                             }
                         )
                         responses.setdefault("409", _problem_response(409))
+                if "requestBody" in op:
+                    # A body the framework cannot decode (invalid UTF-8, a broken multipart
+                    # stream) is answered 400 before validation, by the framework itself.
+                    responses.setdefault(
+                        "400", _problem_response(400, "Body cannot be decoded. Nothing was written")
+                    )
                 for status, response in responses.items():
                     if status.isdigit() and int(status) >= 400 and "content" in response:
                         content = response["content"]

@@ -49,6 +49,16 @@ class TestProblems:
         assert r.status_code == 405
         assert r.json()["code"] == "method_not_allowed"
 
+    async def test_body_that_is_not_utf8_is_malformed_body(self, client: httpx.AsyncClient) -> None:
+        r = await client.post(
+            "/auth/register",
+            content=b'{"name": "\xef\xbb", "phone": "13912345678", "password": "x"}',
+            headers={"Content-Type": "application/json"},
+        )
+        assert r.status_code == 400
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == "malformed_body"
+
     @pytest.mark.parametrize(
         ("header", "lang"),
         [
