@@ -38,13 +38,13 @@ from app.core.errors import (
     AppError,
     InvalidTransition,
     NotFound,
-    ReviewOwnForbidden,
     ValidationFailed,
     register_codes,
 )
 from app.core.i18n import text
 from app.core.outbox import record_event
 from app.core.pagination import Page, PageParams, page_of
+from app.core.review import Outcome
 from app.models.checkin import Checkin
 from app.models.enums import CheckinStatus, OrgKind
 from app.models.organization import Organization
@@ -392,10 +392,9 @@ async def _decide_many(
     ids: Sequence[uuid.UUID],
     decision: Decision,
     comment: str | None,
-) -> tuple[set[uuid.UUID], dict[uuid.UUID, tuple[str, uuid.UUID]]]:
+) -> Outcome:
     """Decide every pending one of `ids` within `scope` and not the actor's own, with one
-    UPDATE; return the ids decided and, for the others visible in scope, their current state
-    and owner."""
+    UPDATE; the outcome knows, for the others visible in scope, why they were not."""
     to_state = _DECISIONS[decision]
     visible = repo.in_scope(scope)
     now = clock.now()
@@ -423,17 +422,10 @@ async def _decide_many(
             to_state=to_state,
             comment=comment,
         )
-    decided = {row.id for row in changed}
+    decided = frozenset(row.id for row in changed)
     rest = [i for i in ids if i not in decided]
-    current = await repo.states(session, rest, visible) if rest else {}
-    return decided, current
-
-
-def _own_pending(state: tuple[str, uuid.UUID], actor: User) -> bool:
-    """Why a visible check-in was not decided: the officer's own, still pending (anything
-    else not pending is an invalid transition)."""
-    status, owner = state
-    return owner == actor.id and status == CheckinStatus.pending
+    others = await repo.states(session, rest, visible) if rest else {}
+    return Outcome(to_state, actor.id, decided, others)
 
 
 async def decide(
@@ -448,13 +440,8 @@ async def decide(
 
     Outside the subtree (or unknown): 404; the officer's own, pending: 403
     `review_own_forbidden`; not pending (also: lost a race): 409."""
-    decided, current = await _decide_many(session, actor, scope, [checkin_id], decision, comment)
-    if not decided:
-        if checkin_id not in current:
-            raise NotFound()
-        if _own_pending(current[checkin_id], actor):
-            raise ReviewOwnForbidden()
-        raise InvalidTransition()
+    outcome = await _decide_many(session, actor, scope, [checkin_id], decision, comment)
+    outcome.raise_unless_decided(checkin_id)
     row = await repo.queue_one(session, checkin_id, scope)
     assert row is not None
     return _queue_item(row)
@@ -473,25 +460,18 @@ async def review(
         raise ValidationFailed(
             "comment", text("驳回时须填写理由", "A reason is required to reject")
         )
-    to_state = _DECISIONS[decision]
-    decided, current = await _decide_many(session, actor, scope, ids, decision, comment)
-    results: list[ReviewResult] = []
+    outcome = await _decide_many(session, actor, scope, ids, decision, comment)
+    results = []
     for checkin_id in ids:
-        if checkin_id in decided:
-            results.append(ReviewResult(id=checkin_id, ok=True, status=to_state))
-        elif checkin_id in current:
-            status, _ = current[checkin_id]
-            own = _own_pending(current[checkin_id], actor)
-            results.append(
-                ReviewResult(
-                    id=checkin_id,
-                    ok=False,
-                    status=CheckinStatus(status),
-                    code=ReviewOwnForbidden.code if own else InvalidTransition.code,
-                )
+        state = outcome.state_of(checkin_id)
+        results.append(
+            ReviewResult(
+                id=checkin_id,
+                ok=checkin_id in outcome.decided,
+                status=CheckinStatus(state) if state is not None else None,
+                code=outcome.code_of(checkin_id),
             )
-        else:
-            results.append(ReviewResult(id=checkin_id, ok=False, code=NotFound.code))
+        )
     return ReviewResponse(results=results)
 
 

@@ -52,13 +52,13 @@ from app.core.errors import (
     AppError,
     InvalidTransition,
     NotFound,
-    ReviewOwnForbidden,
     ValidationFailed,
     register_codes,
 )
 from app.core.i18n import current_lang, text
 from app.core.outbox import record_event
 from app.core.pagination import Page, PageParams, page_of
+from app.core.review import Outcome
 from app.models.activity import Post
 from app.models.contribution import (
     MAX_ATTACHMENTS,
@@ -596,7 +596,7 @@ async def _decide_many(
     ids: Sequence[uuid.UUID],
     decision: Decision,
     comment: str | None,
-) -> tuple[set[uuid.UUID], dict[uuid.UUID, tuple[str, uuid.UUID]]]:
+) -> Outcome:
     to_state = _DECISIONS[decision]
     changed = await repo.decide(
         session, ids, scope=scope, actor_id=actor.id, to_state=to_state.value, comment=comment
@@ -612,10 +612,10 @@ async def _decide_many(
             to_state=to_state,
             comment=comment,
         )
-    decided = {row.id for row in changed}
+    decided = frozenset(row.id for row in changed)
     rest = [i for i in ids if i not in decided]
-    current = await repo.visible_states(session, rest, scope) if rest else {}
-    return decided, current
+    others = await repo.visible_states(session, rest, scope) if rest else {}
+    return Outcome(to_state, actor.id, decided, others)
 
 
 async def decide(
@@ -627,14 +627,8 @@ async def decide(
     comment: str | None,
 ) -> ContributionQueueItem:
     _reason_required(decision, comment)
-    decided, current = await _decide_many(session, actor, scope, [record_id], decision, comment)
-    if record_id not in decided:
-        if record_id not in current:
-            raise NotFound()
-        status, owner = current[record_id]
-        if owner == actor.id and status == ContributionStatus.pending:
-            raise ReviewOwnForbidden()
-        raise InvalidTransition()
+    outcome = await _decide_many(session, actor, scope, [record_id], decision, comment)
+    outcome.raise_unless_decided(record_id)
     row = await repo.queue_one(session, record_id)
     assert row is not None
     return _queue_item(row)
@@ -649,23 +643,16 @@ async def review(
     comment: str | None,
 ) -> ReviewResponse:
     _reason_required(decision, comment)
-    to_state = _DECISIONS[decision]
-    decided, current = await _decide_many(session, actor, scope, ids, decision, comment)
-    results: list[ReviewResult] = []
+    outcome = await _decide_many(session, actor, scope, ids, decision, comment)
+    results = []
     for record_id in ids:
-        if record_id in decided:
-            results.append(ReviewResult(id=record_id, ok=True, status=to_state))
-        elif record_id in current:
-            status, owner = current[record_id]
-            code = ReviewOwnForbidden.code if owner == actor.id and status == "pending" else None
-            results.append(
-                ReviewResult(
-                    id=record_id,
-                    ok=False,
-                    status=ContributionStatus(status),
-                    code=code or InvalidTransition.code,
-                )
+        state = outcome.state_of(record_id)
+        results.append(
+            ReviewResult(
+                id=record_id,
+                ok=record_id in outcome.decided,
+                status=ContributionStatus(state) if state is not None else None,
+                code=outcome.code_of(record_id),
             )
-        else:
-            results.append(ReviewResult(id=record_id, ok=False, code=NotFound.code))
+        )
     return ReviewResponse(results=results)

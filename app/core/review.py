@@ -1,0 +1,55 @@
+"""What became of each id an officer decided (check-ins, contributions).
+
+A decision is one conditional UPDATE over the ids: pending, in the officer's scope, not the
+officer's own.  It decides some; for the others, the state they are in now says why not —
+unknown or out of scope (`not_found`), the officer's own and still pending
+(`review_own_forbidden`), anything else not pending (`invalid_transition`, also the loser of a
+race).  One answer for a single decision (raised) and for a batch (a result per id).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from app.core.errors import AppError, InvalidTransition, NotFound, ReviewOwnForbidden
+
+# The state every reviewable record waits in.
+PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    to_state: str
+    actor_id: uuid.UUID
+    decided: frozenset[uuid.UUID]
+    # (status, owner) of the ids in scope that were not decided.
+    others: dict[uuid.UUID, tuple[str, uuid.UUID]]
+
+    def refusal(self, object_id: uuid.UUID) -> type[AppError] | None:
+        """Why `object_id` was not decided; None when it was."""
+        if object_id in self.decided:
+            return None
+        state = self.others.get(object_id)
+        if state is None:
+            return NotFound
+        status, owner = state
+        if owner == self.actor_id and status == PENDING:
+            return ReviewOwnForbidden
+        return InvalidTransition
+
+    def raise_unless_decided(self, object_id: uuid.UUID) -> None:
+        refusal = self.refusal(object_id)
+        if refusal is not None:
+            raise refusal()
+
+    def state_of(self, object_id: uuid.UUID) -> str | None:
+        """The state after the call, for the ids the officer may see."""
+        if object_id in self.decided:
+            return self.to_state
+        state = self.others.get(object_id)
+        return state[0] if state is not None else None
+
+    def code_of(self, object_id: uuid.UUID) -> str | None:
+        refusal = self.refusal(object_id)
+        return refusal.code if refusal is not None else None
