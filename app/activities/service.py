@@ -133,6 +133,17 @@ def _my_signup(signup_id: Any, status: Any, position: Any) -> MySignup | None:
     return MySignup(id=signup_id, status=status, waitlist_position=position)
 
 
+def _location(src: Any) -> LocationOut:
+    """The place of an activity, from its row or its object (the same column names)."""
+    return LocationOut(
+        name=src.location_name,
+        address=src.location_address,
+        lat=src.lat,
+        lng=src.lng,
+        radius_m=src.radius_m,
+    )
+
+
 def list_item(row: Any, distance_m: float | None = None) -> ActivityListItem:
     return ActivityListItem(
         id=row.id,
@@ -141,13 +152,7 @@ def list_item(row: Any, distance_m: float | None = None) -> ActivityListItem:
         category=row.category,
         starts_at=row.starts_at,
         ends_at=row.ends_at,
-        location=LocationOut(
-            name=row.location_name,
-            address=row.location_address,
-            lat=row.lat,
-            lng=row.lng,
-            radius_m=row.radius_m,
-        ),
+        location=_location(row),
         capacity=row.capacity,
         seats_left=_seats_left(row.capacity, row.confirmed_count),
         waitlist_count=row.waitlist_count,
@@ -173,13 +178,7 @@ def to_read(
         category=activity.category,
         starts_at=activity.starts_at,
         ends_at=activity.ends_at,
-        location=LocationOut(
-            name=activity.location_name,
-            address=activity.location_address,
-            lat=activity.lat,
-            lng=activity.lng,
-            radius_m=activity.radius_m,
-        ),
+        location=_location(activity),
         capacity=activity.capacity,
         confirmed_count=activity.confirmed_count,
         seats_left=_seats_left(activity.capacity, activity.confirmed_count),

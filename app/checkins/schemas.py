@@ -89,20 +89,11 @@ class MemberCard(BaseModel):
     record_org: RecordOrg
 
 
-class CheckinQueueItem(BaseModel):
+class CheckinQueueItem(CheckinRead):
     """A check-in as an officer sees it: enough to decide on a phone without opening it."""
 
-    id: uuid.UUID
-    status: CheckinStatus
-    org: OrgSummary
     member: MemberCard
-    floating: bool
-    note: str | None
-    submitted_at: datetime
-    decided_at: datetime | None
     decided_by: uuid.UUID | None
-    decision_comment: str | None
-    ended_at: datetime | None
 
 
 class ReviewResult(BaseModel):

@@ -136,25 +136,28 @@ def _org(row: Any) -> OrgSummary:
     return OrgSummary(id=row.org_id, name=row.org_name, kind=row.org_kind)
 
 
+def _checkin_fields(row: Any) -> dict[str, Any]:
+    """What the member's and the officer's views of a check-in share."""
+    return {
+        "id": row.id,
+        "org": _org(row),
+        "status": row.status,
+        "note": row.note,
+        "floating": row.floating,
+        "submitted_at": row.created_at,
+        "decided_at": row.decided_at,
+        "decision_comment": row.decision_comment,
+        "ended_at": row.ended_at,
+    }
+
+
 def _mine(row: Any) -> CheckinRead:
-    return CheckinRead(
-        id=row.id,
-        org=_org(row),
-        status=row.status,
-        note=row.note,
-        floating=row.floating,
-        submitted_at=row.created_at,
-        decided_at=row.decided_at,
-        decision_comment=row.decision_comment,
-        ended_at=row.ended_at,
-    )
+    return CheckinRead(**_checkin_fields(row))
 
 
 def _queue_item(row: Any) -> CheckinQueueItem:
     return CheckinQueueItem(
-        id=row.id,
-        status=row.status,
-        org=_org(row),
+        **_checkin_fields(row),
         member=MemberCard(
             id=row.user_id,
             name=row.user_name,
@@ -163,13 +166,7 @@ def _queue_item(row: Any) -> CheckinQueueItem:
             employer=row.user_employer,
             record_org=RecordOrg(id=row.record_org_id, name=row.record_org_name),
         ),
-        floating=row.floating,
-        note=row.note,
-        submitted_at=row.created_at,
-        decided_at=row.decided_at,
         decided_by=row.decided_by,
-        decision_comment=row.decision_comment,
-        ended_at=row.ended_at,
     )
 
 

@@ -155,29 +155,14 @@ class MemberCard(BaseModel):
     phone_masked: str
 
 
-class ContributionQueueItem(BaseModel):
+class ContributionQueueItem(ContributionRead):
     """A record as an officer sees it: enough to decide on a phone."""
 
-    id: uuid.UUID
-    source: ContributionSource
-    status: ContributionStatus
-    post: Post
-    category: str
-    title: str
-    description: str | None
-    occurred_on: date
-    hours: float
-    org: OrgRef
     member: MemberCard
-    activity_id: uuid.UUID | None = None
-    attachment_count: int
     possible_duplicate: bool = Field(
         description="An attendance credit of the same member and day exists"
     )
-    submitted_at: datetime
-    decided_at: datetime | None
     decided_by: uuid.UUID | None
-    decision_comment: str | None
 
 
 class ReviewResult(BaseModel):

@@ -153,48 +153,39 @@ def _hours(half_hours: int | None) -> float:
     return (half_hours or 0) / 2
 
 
+def _record_fields(row: Any) -> dict[str, Any]:
+    """What the member's and the officer's views of a record share."""
+    return {
+        "id": row.id,
+        "source": row.source,
+        "status": row.status,
+        "post": row.post,
+        "category": row.category,
+        "title": row.title,
+        "description": row.description,
+        "occurred_on": row.occurred_on,
+        "hours": _hours(row.half_hours),
+        "org": OrgRef(id=row.org_id, name=row.org_name),
+        "activity_id": row.activity_id,
+        "attachment_count": row.attachment_count,
+        "submitted_at": row.submitted_at,
+        "decided_at": row.decided_at,
+        "decision_comment": row.decision_comment,
+    }
+
+
 def _read(row: Any) -> ContributionRead:
-    return ContributionRead(
-        id=row.id,
-        source=row.source,
-        status=row.status,
-        post=row.post,
-        category=row.category,
-        title=row.title,
-        description=row.description,
-        occurred_on=row.occurred_on,
-        hours=_hours(row.half_hours),
-        org=OrgRef(id=row.org_id, name=row.org_name),
-        activity_id=row.activity_id,
-        attachment_count=row.attachment_count,
-        submitted_at=row.submitted_at,
-        decided_at=row.decided_at,
-        decision_comment=row.decision_comment,
-    )
+    return ContributionRead(**_record_fields(row))
 
 
 def _queue_item(row: Any) -> ContributionQueueItem:
     return ContributionQueueItem(
-        id=row.id,
-        source=row.source,
-        status=row.status,
-        post=row.post,
-        category=row.category,
-        title=row.title,
-        description=row.description,
-        occurred_on=row.occurred_on,
-        hours=_hours(row.half_hours),
-        org=OrgRef(id=row.org_id, name=row.org_name),
+        **_record_fields(row),
         member=MemberCard(
             id=row.user_id, name=row.user_name, phone_masked=mask_phone(row.user_phone)
         ),
-        activity_id=row.activity_id,
-        attachment_count=row.attachment_count,
         possible_duplicate=bool(row.possible_duplicate),
-        submitted_at=row.submitted_at,
-        decided_at=row.decided_at,
         decided_by=row.decided_by,
-        decision_comment=row.decision_comment,
     )
 
 
