@@ -532,16 +532,8 @@ async def appoint_officer(
         },
         aggregate_id=str(org.id),
     )
-    return OfficerRead(
-        id=officer.id,
-        org_id=org.id,
-        user_id=user.id,
-        name=user.name,
-        phone_masked=mask_phone(user.phone),
-        role=data.role,
-        appointed_by=data.appointed_by,
-        created_at=officer.created_at,
-    )
+    (row,) = await repo.fetch(session, repo.LIST_OFFICERS.where(Officer.id == officer.id))
+    return _officer_read(row)
 
 
 async def remove_officer(
