@@ -8,15 +8,29 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 cli = typer.Typer(help="quyu: regional party building backend", no_args_is_help=True)
 console = Console()
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _settings() -> Settings:
+    """The settings of this process, read once from the environment and installed: the
+    command line is, beside `create_app`, the other place a process starts."""
+    from app.config import get_settings
+    from app.core.setup import install
+
+    settings = get_settings()
+    install(settings)
+    return settings
 
 
 def migrations_dir() -> Path:
@@ -48,9 +62,7 @@ def serve(
     """Serve the API with uvicorn (several processes with --workers N)."""
     import uvicorn
 
-    from app.config import get_settings
-
-    settings = get_settings()  # fail fast on bad configuration, before forking workers
+    settings = _settings()  # fail fast on bad configuration, before forking workers
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="quyu-metrics-")
     console.print(
@@ -87,7 +99,7 @@ def seed_demo(
     """Load the demo places, accounts and city client; harmless to repeat."""
     from app.seed import seed
 
-    result = asyncio.run(seed(only_if_empty=if_empty))
+    result = asyncio.run(seed(_settings(), only_if_empty=if_empty))
     console.print(str(result))
 
 
@@ -103,7 +115,7 @@ def create_client(
     from app.seed import create_client as _create
 
     try:
-        secret = asyncio.run(_create(name, scopes, org_id))
+        secret = asyncio.run(_create(_settings(), name, scopes, org_id))
     except IntegrityError:
         console.print(f"[red]a client named {name!r} already exists (or the org does not)[/]")
         raise typer.Exit(1) from None
@@ -129,7 +141,7 @@ def worker(
     """Send WeChat subscribe messages from the outbox (and activity reminders)."""
     from app.wechat.worker import run_worker
 
-    asyncio.run(run_worker(once=once))
+    asyncio.run(run_worker(_settings(), once=once))
 
 
 @cli.command("fake-wechat")
@@ -140,10 +152,9 @@ def fake_wechat(
     """A local stand-in for the WeChat API (point QUYU_WECHAT_API_BASE at it)."""
     import uvicorn
 
-    from app.config import get_settings
     from app.integrations.wechat.fake import FakeWechatState, create_fake_app
 
-    settings = get_settings()
+    settings = _settings()
     app_id = settings.wechat_app_id or "wx-quyu-dev"
     secret = settings.wechat_app_secret
     state = FakeWechatState(

@@ -9,11 +9,12 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app.config import Settings, get_settings
-from app.contributions.storage import close_storage
+from app.contributions.storage import storage_for
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import ETagMiddleware, IdempotencyMiddleware, RequestContextMiddleware
 from app.core.openapi import install_openapi
+from app.core.setup import install
 from app.db.session import create_engine, create_sessionmaker
 from app.integrations.wechat.client import WechatClient
 from app.ops.router import router as ops_router
@@ -28,6 +29,7 @@ def _operation_id(route: APIRoute) -> str:
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> FastAPI:
     settings = settings or get_settings()
+    install(settings)
     if configure_logs:
         configure_logging(settings.log_level)
 
@@ -36,6 +38,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.storage = storage_for(settings)
         wechat_http = WechatClient.new_http_client(settings)
         app.state.wechat = WechatClient(wechat_http, settings, app.state.sessionmaker)
         worker = None
@@ -49,7 +52,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             if worker is not None:
                 await worker.stop()
             await wechat_http.aclose()
-            await close_storage()
+            await app.state.storage.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -65,7 +68,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(ops_router)
     # Outermost first: context (id, logs, metrics, last-resort 500) wraps everything.
-    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(IdempotencyMiddleware, ttl_seconds=settings.idempotency_ttl_seconds)
     app.add_middleware(ETagMiddleware)
     app.add_middleware(RequestContextMiddleware)
     install_openapi(app)

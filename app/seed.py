@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.activities.repository import district_of
-from app.config import get_settings
+from app.config import Settings
 from app.core import clock
 from app.core.passwords import hash_password_sync
 from app.core.tokens import new_opaque
@@ -323,8 +323,7 @@ async def _add_missing(session: AsyncSession, obj: Base, **lookup: Any) -> bool:
     return True
 
 
-async def seed(*, only_if_empty: bool = False) -> SeedResult:
-    settings = get_settings()
+async def seed(settings: Settings, *, only_if_empty: bool = False) -> SeedResult:
     engine = create_engine(settings)
     factory = create_sessionmaker(engine)
     result = SeedResult()
@@ -529,8 +528,7 @@ async def _seed_contributions(
             result.contributions += 1
 
 
-async def create_client(client_id: str, scopes: str, org_id: str | None) -> str:
-    settings = get_settings()
+async def create_client(settings: Settings, client_id: str, scopes: str, org_id: str | None) -> str:
     engine = create_engine(settings)
     factory = create_sessionmaker(engine)
     secret = new_opaque(32)

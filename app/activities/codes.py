@@ -13,12 +13,8 @@ import hashlib
 import hmac
 import uuid
 from datetime import UTC, datetime
-from functools import lru_cache
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from app.config import decode_key, get_settings
+from app.core.crypto import derive_key
 
 WINDOW_SECONDS = 30
 CODE_LENGTH = 8
@@ -27,13 +23,8 @@ _PURPOSE = b"quyu/activities/attendance-code/v1"
 _LOOKALIKES = str.maketrans({"0": "O", "1": "I", "8": "B"})
 
 
-@lru_cache(maxsize=4)
-def _derive(master: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_PURPOSE).derive(master)
-
-
 def _key() -> bytes:
-    return _derive(decode_key(get_settings().blind_index_key))
+    return derive_key(_PURPOSE)
 
 
 def window_of(moment: datetime) -> int:

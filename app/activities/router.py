@@ -25,12 +25,13 @@ from app.activities.schemas import (
     RosterItem,
     SignupRead,
 )
+from app.authz.guards import CurrentMember
 from app.core import clock
 from app.core.errors import ValidationFailed
 from app.core.i18n import text
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
-from app.deps import CurrentMember, DbSession
+from app.deps import DbSession
 from app.models.activity import SignupStatus
 
 router = APIRouter(tags=["activities"])

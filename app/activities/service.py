@@ -31,7 +31,7 @@ from app.activities.schemas import (
     RosterItem,
     SignupRead,
 )
-from app.authz import officer_scope
+from app.authz import Principal, officer_scope
 from app.core import clock
 from app.core.audit import audit
 from app.core.crypto import mask_phone
@@ -46,7 +46,6 @@ from app.core.errors import (
 from app.core.i18n import text
 from app.core.outbox import record_event
 from app.core.pagination import Page, PageParams, page_of
-from app.deps import Principal
 from app.models.activity import (
     Activity,
     ActivityCredit,

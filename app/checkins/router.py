@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.authz import officer_scope, require_officer_of
+from app.authz.guards import CurrentMember
 from app.checkins import service
 from app.checkins.schemas import (
     AuditEntryRead,
@@ -24,7 +25,7 @@ from app.checkins.schemas import (
 from app.core.errors import Forbidden
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
-from app.deps import CurrentMember, DbSession
+from app.deps import DbSession
 from app.models.enums import CheckinStatus
 
 router = APIRouter(tags=["checkins"])

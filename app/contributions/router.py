@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from app.authz import load_org_in_scope, officer_scope, require_officer_of, require_scope, scope_for
+from app.authz.guards import CurrentMember, CurrentPrincipal
 from app.contributions import exports, media, service, stats
 from app.contributions.schemas import (
     AttachmentRead,
@@ -35,7 +36,7 @@ from app.core.audit import audit
 from app.core.errors import AppError, Forbidden
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
-from app.deps import CurrentMember, CurrentPrincipal, DbSession, SessionFactory
+from app.deps import DbSession, SessionFactory
 from app.models.activity import Post
 from app.models.contribution import ContributionStatus
 

@@ -2,8 +2,9 @@
 
 `LocalStorage` keeps files under one directory (`QUYU_STORAGE_DIR`, default ./var/uploads), the
 default.  `S3Storage` keeps them in a bucket of an S3-compatible store (AWS S3, MinIO, Aliyun
-OSS, …) with `QUYU_STORAGE_BACKEND=s3` and the `QUYU_S3_*` settings.  `get_storage()` returns
-the one the settings choose, made once per process.
+OSS, …) with `QUYU_STORAGE_BACKEND=s3` and the `QUYU_S3_*` settings.  `storage_for(settings)`
+makes the one the settings choose; the application makes it once, at start-up, and hands it to
+the routes that need it (`get_storage`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
+from starlette.requests import Request
 
-from app.config import ConfigError, Settings, get_settings
+from app.config import ConfigError, Settings
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -42,6 +43,9 @@ class Storage(Protocol):
 
     async def delete(self, key: str) -> None:
         """Remove; absent keys are ignored."""
+
+    async def aclose(self) -> None:
+        """Release what the store holds open (connections); for the app's shutdown."""
 
 
 def _checked(key: str) -> str:
@@ -81,6 +85,9 @@ class LocalStorage:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, True)
+
+    async def aclose(self) -> None:
+        return None
 
 
 class S3Storage:
@@ -177,50 +184,25 @@ class S3Storage:
             await self._exit.aclose()
 
 
-@lru_cache
-def _local(root: str) -> LocalStorage:
-    return LocalStorage(Path(root))
-
-
-_s3_stores: dict[tuple[str | None, ...], S3Storage] = {}
-
-
-def _s3(settings: Settings) -> S3Storage:
+def storage_for(settings: Settings) -> Storage:
+    """The store the settings choose (ConfigError for s3 without a bucket)."""
+    if settings.storage_backend != "s3":
+        return LocalStorage(Path(settings.storage_dir))
     if not settings.s3_bucket:
         raise ConfigError("QUYU_S3_BUCKET is required with QUYU_STORAGE_BACKEND=s3")
     secret = settings.s3_secret_access_key
-    options = (
+    return S3Storage(
         settings.s3_bucket,
-        settings.s3_endpoint_url,
-        settings.s3_region,
-        settings.s3_access_key_id,
-        None if secret is None else secret.get_secret_value(),
-        settings.s3_prefix,
-        settings.s3_addressing_style,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=None if secret is None else secret.get_secret_value(),
+        prefix=settings.s3_prefix,
+        addressing_style=settings.s3_addressing_style,
     )
-    store = _s3_stores.get(options)
-    if store is None:
-        store = _s3_stores[options] = S3Storage(
-            settings.s3_bucket,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            access_key_id=settings.s3_access_key_id,
-            secret_access_key=options[4],
-            prefix=settings.s3_prefix,
-            addressing_style=settings.s3_addressing_style,
-        )
-    return store
 
 
-def get_storage() -> Storage:
-    settings = get_settings()
-    if settings.storage_backend == "s3":
-        return _s3(settings)
-    return _local(str(settings.storage_dir))
-
-
-async def close_storage() -> None:
-    """Release what `get_storage()` holds open (the S3 client): for the app's shutdown."""
-    while _s3_stores:
-        _, store = _s3_stores.popitem()
-        await store.aclose()
+async def get_storage(request: Request) -> Storage:
+    """The application's store (made at start-up from its settings)."""
+    storage: Storage = request.app.state.storage
+    return storage

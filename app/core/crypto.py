@@ -5,24 +5,62 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from functools import lru_cache
+from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from app.config import decode_key, get_settings
+from app.config import Settings, decode_key
 
 _NONCE = 12
 _VERSION = b"\x01"
 
 
-@lru_cache
+@dataclass(frozen=True)
+class _Keys:
+    aead: AESGCM
+    index_key: bytes
+    derived: dict[bytes, bytes] = field(default_factory=dict)
+
+
+_keys: _Keys | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Install the keys of `settings` for this process.  The application factory and the
+    command-line entry point call it with the settings they were given; nothing reads the
+    environment behind their back."""
+    global _keys
+    _keys = _Keys(
+        aead=AESGCM(decode_key(settings.field_encryption_key)),
+        index_key=decode_key(settings.blind_index_key),
+    )
+
+
+def _installed() -> _Keys:
+    if _keys is None:
+        raise RuntimeError("field encryption keys not configured (crypto.configure)")
+    return _keys
+
+
 def _aead() -> AESGCM:
-    return AESGCM(decode_key(get_settings().field_encryption_key))
+    return _installed().aead
 
 
-@lru_cache
 def _index_key() -> bytes:
-    return decode_key(get_settings().blind_index_key)
+    return _installed().index_key
+
+
+def derive_key(purpose: bytes) -> bytes:
+    """A 32-byte key for one `purpose`, derived (HKDF-SHA256) from the blind-index key, so
+    that a feature needing its own secret (e.g. attendance codes) has one without a setting."""
+    keys = _installed()
+    key = keys.derived.get(purpose)
+    if key is None:
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose)
+        key = keys.derived[purpose] = hkdf.derive(keys.index_key)
+    return key
 
 
 def encrypt(plaintext: str, *, context: str) -> bytes:

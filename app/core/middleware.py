@@ -18,13 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.config import get_settings
 from app.core import clock
 from app.core.errors import PROBLEM_JSON, problem_body
 from app.core.i18n import current_lang, negotiate
 from app.core.logging import request_id_var
 from app.core.metrics import LATENCY, REQUESTS
 from app.core.tokens import peek_subject
+from app.db.session import separate_transaction
 from app.models.kit import IdempotencyRecord
 
 access_log = logging.getLogger("quyu.access")
@@ -198,8 +198,9 @@ class IdempotencyMiddleware:
     `idempotency_in_flight`.  Answers of 5xx are not kept, so the client may retry them.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, ttl_seconds: int) -> None:
         self.app = app
+        self.ttl = timedelta(seconds=ttl_seconds)
 
     def _factory(self, scope: Scope) -> async_sessionmaker[AsyncSession]:
         factory: async_sessionmaker[AsyncSession] = scope["app"].state.sessionmaker
@@ -273,7 +274,7 @@ class IdempotencyMiddleware:
             for k, v in start["headers"]
             if k.decode().lower() in _REPLAYED_HEADERS
         }
-        async with factory() as session, session.begin():
+        async with separate_transaction(factory, why="record the answer to replay") as session:
             await session.execute(
                 update(IdempotencyRecord)
                 .where(IdempotencyRecord.id == record_id)
@@ -296,20 +297,22 @@ class IdempotencyMiddleware:
         now = clock.now()
         for _ in range(3):
             try:
-                async with factory() as session, session.begin():
+                async with separate_transaction(
+                    factory, why="other requests must see the claim before the work starts"
+                ) as session:
                     record = IdempotencyRecord(
                         caller=caller,
                         key=key,
                         request_hash=request_hash,
                         state="in_flight",
-                        expires_at=now + timedelta(seconds=get_settings().idempotency_ttl_seconds),
+                        expires_at=now + self.ttl,
                     )
                     session.add(record)
                     await session.flush()
                     return record.id
             except IntegrityError:
                 pass
-            async with factory() as session, session.begin():
+            async with separate_transaction(factory, why="read the claim that won") as session:
                 existing = (
                     await session.execute(
                         select(IdempotencyRecord).where(
@@ -354,7 +357,7 @@ class IdempotencyMiddleware:
     async def _forget(
         self, factory: async_sessionmaker[AsyncSession], record_id: uuid.UUID
     ) -> None:
-        async with factory() as session, session.begin():
+        async with separate_transaction(factory, why="free the key of a failed request") as session:
             await session.execute(
                 delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id)
             )

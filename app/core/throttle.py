@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.errors import AppError
+from app.db.session import separate_transaction
 from app.models.kit import RateLimitBucket
 
 
@@ -32,7 +33,9 @@ async def hit(
     """
     now = now if now is not None else time.time()
     window = int(now // window_seconds) * window_seconds
-    async with factory() as session, session.begin():
+    async with separate_transaction(
+        factory, why="the count survives the caller's rollback"
+    ) as session:
         dialect = session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         values = insert(RateLimitBucket).values(

@@ -18,7 +18,24 @@ from typing import Any, Literal
 
 from jose import JWTError, jwt
 
-from app.config import Settings, get_settings
+from app.config import Settings
+
+_configured: Settings | None = None
+
+
+def configure(settings: Settings) -> None:
+    """Install the token settings (keys, issuer, audience, lifetimes) for this process; the
+    application factory and the command-line entry point call it with their settings."""
+    global _configured
+    _configured = settings
+
+
+def _settings(settings: Settings | None) -> Settings:
+    if settings is not None:
+        return settings
+    if _configured is None:
+        raise RuntimeError("token settings not configured (tokens.configure)")
+    return _configured
 
 
 class TokenError(Exception):
@@ -61,7 +78,7 @@ def issue_access_token(
     now: datetime | None = None,
     settings: Settings | None = None,
 ) -> tuple[str, int]:
-    settings = settings or get_settings()
+    settings = _settings(settings)
     now = now or datetime.now(UTC)
     ttl = ttl_seconds or (
         settings.access_token_ttl_seconds if kind == "user" else settings.client_token_ttl_seconds
@@ -86,7 +103,7 @@ def issue_access_token(
 
 
 def decode_access_token(token: str, settings: Settings | None = None) -> AccessClaims:
-    settings = settings or get_settings()
+    settings = _settings(settings)
     _, verify_key = _keys(settings)
     try:
         claims = jwt.decode(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -14,6 +16,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.config import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -64,3 +68,25 @@ async def session_scope(
             raise
         else:
             await session.commit()
+
+
+@asynccontextmanager
+async def separate_transaction(
+    factory: async_sessionmaker[AsyncSession], *, why: str
+) -> AsyncIterator[AsyncSession]:
+    """A transaction of its own, apart from the request's: committed when the block ends
+    cleanly, rolled back when it raises.
+
+    Most work belongs in the request's one session (`app.deps.DbSession`), committed once at
+    the end.  The few places that must not share its fate (a throttle counter that must count
+    a failed sign-in, an idempotency claim other requests must see at once, a worker's batch)
+    use this helper, and say `why` in a short phrase, which is also logged when the
+    transaction fails.
+    """
+    async with factory() as session:
+        try:
+            async with session.begin():
+                yield session
+        except Exception:
+            logger.debug("separate transaction rolled back", extra={"why": why})
+            raise

@@ -11,11 +11,12 @@ from urllib.parse import unquote_plus
 from fastapi import APIRouter, Depends, Form, Request, Response, status
 from fastapi.responses import JSONResponse
 
+from app.authz.guards import CurrentMember
 from app.config import Settings
 from app.core.errors import problem_body
 from app.core.openapi import problems
 from app.core.pagination import PageParams, page_params
-from app.deps import CurrentMember, DbSession, SessionFactory
+from app.deps import DbSession, SessionFactory
 from app.identity import service
 from app.identity.schemas import (
     LogoutIn,

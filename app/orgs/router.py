@@ -7,9 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from app.authz.guards import CurrentMember, CurrentPrincipal
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
-from app.deps import CurrentMember, CurrentPrincipal, DbSession
+from app.deps import DbSession
 from app.models.enums import OrgKind, RegionType
 from app.orgs import service
 from app.orgs.schemas import OfficerCreate, OfficerRead, OrgCreate, OrgListItem, OrgRead, OrgUpdate

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.authz import (
+    Principal,
     directory_scope,
     load_org_in_scope,
     officer_scope,
@@ -26,7 +27,6 @@ from app.core.errors import AppError, Forbidden, NotFound, ValidationFailed, reg
 from app.core.i18n import text
 from app.core.outbox import record_event
 from app.core.pagination import Page, PageParams, keyset, page_of
-from app.deps import Principal
 from app.models.enums import OrgKind
 from app.models.organization import Officer, Organization
 from app.models.user import User

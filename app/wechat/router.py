@@ -11,10 +11,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import JSONResponse
 
+from app.authz.guards import CurrentMember
 from app.config import Settings
 from app.core.errors import Unauthorized
 from app.core.openapi import problems
-from app.deps import CurrentMember, DbSession, SessionFactory
+from app.deps import DbSession, SessionFactory
 from app.identity.service import device_label
 from app.integrations.wechat.client import WechatClient
 from app.wechat import service

@@ -425,15 +425,13 @@ def start_in_background(
     return BackgroundWorker(task=task, stop_event=stop)
 
 
-async def run_worker(*, once: bool = False, settings: Settings | None = None) -> None:
+async def run_worker(settings: Settings, *, once: bool = False) -> None:
     """`quyu worker`: its own engine and HTTP client; stops cleanly on SIGINT/SIGTERM."""
     import signal
 
-    from app.config import get_settings
     from app.core.logging import configure_logging
     from app.db.session import create_engine, create_sessionmaker
 
-    settings = settings or get_settings()
     configure_logging(settings.log_level)
     engine = create_engine(settings)
     http = WechatClient.new_http_client(settings)

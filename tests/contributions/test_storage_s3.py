@@ -19,8 +19,7 @@ from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
 
 from app.config import ConfigError, Settings, get_settings
-from app.contributions import storage as storage_module
-from app.contributions.storage import CHUNK, S3Storage, close_storage, get_storage
+from app.contributions.storage import CHUNK, S3Storage, get_storage, storage_for
 from tests.contributions.helpers import World, create
 from tests.contributions.test_attachments import upload
 
@@ -181,12 +180,11 @@ class TestS3Backend:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         settings = s3_settings(s3_endpoint, bucket)
-        monkeypatch.setattr(storage_module, "get_settings", lambda: settings)
-        app.dependency_overrides.pop(get_storage, None)  # the real choice, by the settings
+        chosen = storage_for(settings)  # the real choice, by the settings
+        assert isinstance(chosen, S3Storage)
+        app.dependency_overrides.pop(get_storage, None)
+        monkeypatch.setattr(app.state, "storage", chosen)
         try:
-            chosen = get_storage()
-            assert isinstance(chosen, S3Storage)
-            assert get_storage() is chosen
             record = await create(client, world.alice, world.tree.r1)
             pdf = b"%PDF-1.4\n" + secrets.token_bytes(2 * CHUNK) + b"\n%%EOF\n"
             r = await upload(
@@ -204,7 +202,7 @@ class TestS3Backend:
             assert r.content == pdf
             assert r.headers["content-type"] == "application/pdf"
         finally:
-            await close_storage()
+            await chosen.aclose()
 
     def test_production_needs_a_bucket(self) -> None:
         with pytest.raises(ConfigError, match="QUYU_S3_BUCKET"):

@@ -156,7 +156,7 @@ class TestMeGetAccessTokens:
         )
         assert (await get_me(client, by_hand)).status_code == 200
 
-        monkeypatch.setattr("app.core.tokens.get_settings", lambda: rs256)
+        monkeypatch.setattr("app.core.tokens._configured", rs256)
         genuine = user_token(user, session)
         assert json.loads(unb64url(genuine.split(".")[0]))["alg"] == "RS256"
         assert (await get_me(client, genuine)).status_code == 200

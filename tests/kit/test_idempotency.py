@@ -58,7 +58,7 @@ async def kit_client(
             await session.flush()
             return {"id": str(event.id), "name": thing.name}
 
-    app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(IdempotencyMiddleware, ttl_seconds=86400)
     app.add_middleware(ETagMiddleware)
     app.add_middleware(RequestContextMiddleware)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -50,21 +50,21 @@ async def _items(client: httpx.AsyncClient, path: str, headers: dict[str, str]) 
 
 class TestDemoData:
     async def test_loads_once_and_again_adds_nothing(self, db: AsyncSession) -> None:
-        first = await seed()
+        first = await seed(get_settings())
         assert first.organizations == len(ORGS)
         assert first.checkins == len(MEMBERS)
         assert first.activities == len(ACTIVITIES)
         assert first.contributions == len(CONTRIBUTIONS)
         before = await _counts(db)
 
-        again = await seed()
+        again = await seed(get_settings())
         assert (again.organizations, again.users, again.checkins) == (0, 0, 0)
         assert (again.activities, again.contributions, again.clients) == (0, 0, 0)
         assert await _counts(db) == before
-        assert (await seed(only_if_empty=True)).skipped
+        assert (await seed(get_settings(), only_if_empty=True)).skipped
 
     async def test_a_fresh_clone_has_something_to_show(self, client: httpx.AsyncClient) -> None:
-        await seed()
+        await seed(get_settings())
         secretary = await _token(client, SECRETARY)
         me = (await client.get("/me", headers=secretary)).json()
         org_id = me["offices"][0]["org_id"]

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.authz import (
     EVERYTHING,
     NOTHING,
+    Principal,
     Scope,
     client_scope,
     directory_scope,
@@ -22,7 +23,6 @@ from app.authz import (
     scope_for,
 )
 from app.core.errors import Forbidden, NotFound
-from app.deps import Principal
 from app.models.organization import Organization
 from tests.fixtures.factories import make_client, make_officer, make_org
 from tests.orgs.conftest import Tree
