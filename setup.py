@@ -1,6 +1,6 @@
 """What pyproject.toml cannot say: the migration scripts ship inside the wheel.
 
-The repository keeps them in `alembic/` (ARCHITECTURE.md's layout); installed, they are the
+The repository keeps them in `alembic/` (see docs/architecture.md); installed, they are the
 package `quyu_migrations`, so that `quyu migrate` works from a wheel (a container image, a
 server) as well as from a checkout.  Everything else about the project is in pyproject.toml.
 """

@@ -1,4 +1,4 @@
-"""Closed vocabularies of the domain (../shared/DOMAIN.md); values are the API's words."""
+"""Closed vocabularies of the domain (see docs/domain.md); values are the API's words."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ class RegionType(StrEnum):
 
 
 class FoundingForm(StrEnum):
-    """How a regional organization was founded besides a plain one (DOMAIN.md)."""
+    """How a regional organization was founded besides a plain one: attached to a strong
+    organization (挂靠联建), strong with weak (强弱联建), village with firms (村企联建), or by
+    trade (行业统建)."""
 
     attached = "attached"  # 挂靠联建
     strong_weak = "strong_weak"  # 强弱联建
