@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -28,7 +28,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    union_all,
     update,
 )
 from sqlalchemy.engine import CursorResult
@@ -44,12 +43,10 @@ from app.models.activity import (
     Attendance,
     Signup,
     SignupStatus,
-    Visibility,
     activity_co_hosts,
 )
-from app.models.checkin import Checkin
-from app.models.enums import CheckinStatus, OrgKind
-from app.models.organization import Officer, Organization
+from app.models.enums import OrgKind
+from app.models.organization import Organization
 from app.models.user import User
 
 ACTIVE = (SignupStatus.confirmed.value, SignupStatus.waitlisted.value)
@@ -76,63 +73,6 @@ def _position_of(signup: Any) -> ColumnElement[int | None]:
         .scalar_subquery()
     )
     return case((signup.status == WAITLISTED, rank), else_=None)
-
-
-# --- who may see what ------------------------------------------------------------------
-
-# Where the member belongs: approved check-ins, and the organizations they serve as an
-# officer (a secretary belongs to the organization they run without checking in to it).
-_APPROVED_PATHS = union_all(
-    select(Organization.path)
-    .join(Checkin, Checkin.org_id == Organization.id)
-    .where(
-        Checkin.user_id == bindparam("me"),
-        Checkin.status == CheckinStatus.approved.value,
-    ),
-    select(Organization.path)
-    .join(Officer, Officer.org_id == Organization.id)
-    .where(Officer.user_id == bindparam("me")),
-)
-
-
-async def approved_ancestor_ids(session: AsyncSession, user_id: uuid.UUID) -> frozenset[uuid.UUID]:
-    """Every organization at or above one where the member is approved (or an officer).
-
-    "Approved somewhere in the subtree of X" is "X is among these", an equality test that
-    the indexes on activities serve directly.
-    """
-    paths = (await session.execute(_APPROVED_PATHS, {"me": user_id})).scalars()
-    return frozenset(uuid.UUID(part) for path in paths for part in path.split("/") if part)
-
-
-def visible_clause(ancestors: frozenset[uuid.UUID]) -> ColumnElement[bool]:
-    public = Activity.visibility == Visibility.public.value
-    if not ancestors:
-        return public
-    ids = sorted(ancestors)
-    co_hosted = exists().where(
-        activity_co_hosts.c.activity_id == Activity.id,
-        activity_co_hosts.c.org_id.in_(ids),
-    )
-    return or_(
-        public,
-        and_(Activity.visibility == Visibility.region.value, Activity.district_id.in_(ids)),
-        and_(
-            Activity.visibility == Visibility.org.value,
-            or_(Activity.org_id.in_(ids), co_hosted),
-        ),
-    )
-
-
-def is_visible(
-    activity: Activity, co_hosts: Iterable[uuid.UUID], ancestors: frozenset[uuid.UUID]
-) -> bool:
-    """The same rule as `visible_clause`, for one loaded activity."""
-    if activity.visibility == Visibility.public.value:
-        return True
-    if activity.visibility == Visibility.region.value:
-        return activity.district_id in ancestors
-    return activity.org_id in ancestors or any(org in ancestors for org in co_hosts)
 
 
 # --- the member list -------------------------------------------------------------------
@@ -199,13 +139,14 @@ def _distance_sq(lat0: float, lng0: float) -> ColumnElement[float]:
 async def list_visible(
     session: AsyncSession,
     *,
+    visible: ColumnElement[bool],
     user_id: uuid.UUID,
-    ancestors: frozenset[uuid.UUID],
     now: datetime,
     filters: ListFilters,
     params: PageParams,
 ) -> Sequence[AnyRow]:
-    stmt = _LIST.where(visible_clause(ancestors))
+    """One page of the list, restricted to the activities `visible` lets through."""
+    stmt = _LIST.where(visible)
     if filters.org_id is not None:
         stmt = stmt.where(
             or_(

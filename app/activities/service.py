@@ -31,7 +31,8 @@ from app.activities.schemas import (
     RosterItem,
     SignupRead,
 )
-from app.authz import Principal, officer_scope
+from app.authz import Principal
+from app.authz import activities as policy
 from app.core import clock
 from app.core.audit import audit
 from app.core.crypto import mask_phone
@@ -66,11 +67,6 @@ register_codes(
             "You have already signed up for this activity",
         ),
         "signup_closed": (409, "报名已截止或活动已开始", "Sign-up for this activity is closed"),
-        "not_registered": (
-            403,
-            "您未在主办组织登记报到，不能报名",
-            "You are not registered with an organization this activity is open to",
-        ),
         "capacity_below_confirmed": (
             409,
             "名额不能少于已确认报名人数",
@@ -209,18 +205,12 @@ def _me(principal: Principal) -> uuid.UUID:
 async def _for_officer(
     session: AsyncSession, principal: Principal, activity_id: uuid.UUID, *, lock: bool = False
 ) -> Activity:
-    """The activity, when the caller is an officer of (an ancestor of) its host.  An outsider
-    gets 404 for a draft, which only officers may see, and 403 otherwise."""
+    """The activity, when the caller runs it (an officer of its host or above)."""
     found = await repo.get_with_host_path(session, activity_id, lock=lock)
     if found is None:
         raise NotFound()
-    activity, host_path = found
-    scope = await officer_scope(session, principal)
-    if not scope.covers_path(host_path):
-        if activity.status == ActivityStatus.draft.value:
-            raise NotFound()
-        raise Forbidden()
-    return activity
+    await policy.require_runs(session, principal, found[0], found[1])
+    return found[0]
 
 
 def _check_times(starts: datetime, ends: datetime, deadline: datetime | None) -> None:
@@ -262,9 +252,7 @@ async def create_activity(
     host = await session.get(Organization, data.org_id)
     if host is None:
         raise ValidationFailed("org_id", text("主办组织不存在", "Unknown organization"))
-    scope = await officer_scope(session, principal)
-    if not scope.covers_path(host.path):
-        raise Forbidden()
+    await policy.require_host_officer(session, principal, host.path)
     _check_times(data.starts_at, data.ends_at, data.signup_deadline)
     co_hosts = await _check_co_hosts(session, data.co_host_org_ids, host.id)
     activity = Activity(
@@ -502,9 +490,14 @@ async def list_activities(
 ) -> Page[ActivityListItem]:
     """Three queries whatever the page size: the caller, their organizations, the page."""
     me = _me(principal)
-    ancestors = await repo.approved_ancestor_ids(session, me)
+    belonging = await policy.belonging_of(session, principal)
     rows = await repo.list_visible(
-        session, user_id=me, ancestors=ancestors, now=clock.now(), filters=filters, params=params
+        session,
+        visible=policy.visible_clause(belonging),
+        user_id=me,
+        now=clock.now(),
+        filters=filters,
+        params=params,
     )
     if filters.near is None:
         items, cursor = page_of(rows, params, lambda r: (r.starts_at, r.id))
@@ -525,11 +518,7 @@ async def get_activity(
         raise NotFound()
     activity, host_path = found
     co_hosts = await repo.co_host_ids(session, activity.id)
-    visible = activity.status != ActivityStatus.draft.value and repo.is_visible(
-        activity, co_hosts, await repo.approved_ancestor_ids(session, me)
-    )
-    if not visible and not (await officer_scope(session, principal)).covers_path(host_path):
-        raise NotFound()
+    await policy.require_readable(session, principal, activity, host_path, co_hosts)
     mine = await repo.my_active_signup(session, activity.id, me)
     return to_read(
         activity,
@@ -559,8 +548,7 @@ async def sign_up(
     ):
         raise AppError("signup_closed")
     co_hosts = await repo.co_host_ids(session, activity.id)
-    if not repo.is_visible(activity, co_hosts, await repo.approved_ancestor_ids(session, me)):
-        raise AppError("not_registered")
+    await policy.require_may_sign_up(session, principal, activity, co_hosts)
     if await repo.my_active_signup(session, activity.id, me) is not None:
         raise AppError("already_signed_up")
 
