@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.activities import service
-from app.activities.repository import ListFilters
+from app.activities.repository.listing import ListFilters
 from app.activities.schemas import (
     ActivityCreate,
     ActivityListItem,
@@ -27,8 +27,7 @@ from app.activities.schemas import (
 )
 from app.authz.guards import CurrentMember
 from app.core import clock
-from app.core.errors import ValidationFailed
-from app.core.i18n import text
+from app.core.geo import parse_near
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
 from app.deps import DbSession
@@ -44,24 +43,6 @@ def _local(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=clock.LOCAL_TZ)
-
-
-def _near(near: str | None, radius_km: float | None) -> tuple[tuple[float, float] | None, float]:
-    radius_m = (radius_km if radius_km is not None else 10.0) * 1000
-    if near is None:
-        if radius_km is not None:
-            raise ValidationFailed("near", text("使用 radius_km 时需提供 near", "near is required"))
-        return None, radius_m
-    try:
-        lat_s, lng_s = near.split(",")
-        lat, lng = float(lat_s), float(lng_s)
-    except ValueError as exc:
-        raise ValidationFailed(
-            "near", text("格式应为 纬度,经度", "near must be `lat,lng`")
-        ) from exc
-    if not (-90 <= lat <= 90 and -180 <= lng <= 180):
-        raise ValidationFailed("near", text("坐标超出范围", "coordinates out of range"))
-    return (lat, lng), radius_m
 
 
 @router.post(
@@ -130,14 +111,12 @@ async def activities_list(
 ) -> Page[ActivityListItem]:
     """Published activities the caller may see that have not ended, soonest first (nearest
     first with `near`), each with `seats_left`, `waitlist_count` and `my_signup`."""
-    point, radius_m = _near(near, radius_km)
     filters = ListFilters(
         org_id=org_id,
         starts_from=_local(starts_from),
         starts_before=_local(starts_before),
         category=category.value if category else None,
-        near=point,
-        radius_m=radius_m,
+        near=parse_near(near, radius_km, default_km=10.0),
     )
     return await service.list_activities(session, principal, filters, page)
 

@@ -14,7 +14,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.activities import codes
-from app.activities import repository as repo
+from app.activities.repository import activities as activities_repo
+from app.activities.repository import attendance as attendance_repo
+from app.activities.repository import listing, seats
+from app.activities.repository import signups as signups_repo
+from app.activities.repository.listing import ListedActivity, ListFilters
+from app.activities.repository.seats import Promotion
 from app.activities.schemas import (
     ActivityCreate,
     ActivityListItem,
@@ -44,6 +49,7 @@ from app.core.errors import (
     ValidationFailed,
     register_codes,
 )
+from app.core.geo import distance_m
 from app.core.i18n import text
 from app.core.outbox import record_event
 from app.core.pagination import Page, PageParams, page_of
@@ -58,6 +64,7 @@ from app.models.activity import (
     SignupStatus,
 )
 from app.models.organization import Organization
+from app.orgs.tree import district_of
 
 register_codes(
     {
@@ -111,7 +118,6 @@ register_codes(
 ATTENDANCE_OPENS = timedelta(minutes=30)
 LATE_SCAN_LIMIT = timedelta(hours=24)
 CLOCK_SKEW = timedelta(minutes=2)
-EARTH_RADIUS_M = 6_371_008.8
 OBJECT = "activity"
 
 
@@ -139,7 +145,7 @@ def _location(src: Any) -> LocationOut:
     )
 
 
-def list_item(row: Any, distance_m: float | None = None) -> ActivityListItem:
+def list_item(row: ListedActivity, distance: float | None = None) -> ActivityListItem:
     return ActivityListItem(
         id=row.id,
         org_id=row.org_id,
@@ -157,7 +163,7 @@ def list_item(row: Any, distance_m: float | None = None) -> ActivityListItem:
         post=row.post,
         status=row.status,
         my_signup=_my_signup(row.my_id, row.my_status, row.my_position),
-        distance_m=distance_m,
+        distance_m=distance,
     )
 
 
@@ -206,7 +212,7 @@ async def _for_officer(
     session: AsyncSession, principal: Principal, activity_id: uuid.UUID, *, lock: bool = False
 ) -> Activity:
     """The activity, when the caller runs it (an officer of its host or above)."""
-    found = await repo.get_with_host_path(session, activity_id, lock=lock)
+    found = await activities_repo.get_hosted(session, activity_id, lock=lock)
     if found is None:
         raise NotFound()
     await policy.require_runs(session, principal, found[0], found[1])
@@ -234,7 +240,7 @@ async def _check_co_hosts(
             "co_host_org_ids",
             text("协办组织不能包含主办组织", "co_host_org_ids must not include the host"),
         )
-    missing = set(unique) - await repo.existing_org_ids(session, unique)
+    missing = set(unique) - await activities_repo.existing_org_ids(session, unique)
     if missing:
         raise ValidationFailed(
             "co_host_org_ids",
@@ -257,7 +263,7 @@ async def create_activity(
     co_hosts = await _check_co_hosts(session, data.co_host_org_ids, host.id)
     activity = Activity(
         org_id=host.id,
-        district_id=await repo.district_of(session, host),
+        district_id=(await district_of(session, host.path)).id,
         title=data.title,
         description=data.description,
         category=data.category.value,
@@ -281,7 +287,7 @@ async def create_activity(
     )
     session.add(activity)
     await session.flush()
-    await repo.replace_co_hosts(session, activity.id, co_hosts)
+    await activities_repo.replace_co_hosts(session, activity.id, co_hosts)
     audit(
         session,
         action="activity.create",
@@ -353,10 +359,10 @@ async def update_activity(
         activity.post = data.post.value
     await session.flush()
     if co_hosts is not None:
-        await repo.replace_co_hosts(session, activity.id, co_hosts)
+        await activities_repo.replace_co_hosts(session, activity.id, co_hosts)
     if capacity_raised and activity.status == ActivityStatus.published.value:
         now = clock.now()
-        promotions = await repo.fill_seats(session, activity.id, now)
+        promotions = await seats.fill_seats(session, activity.id, now)
         _record_promotions(session, activity.id, promotions, "capacity_raised")
         await session.refresh(activity)
     audit(
@@ -369,7 +375,7 @@ async def update_activity(
         comment=",".join(sorted(changes)),
     )
     if co_hosts is None:
-        co_hosts = await repo.co_host_ids(session, activity.id)
+        co_hosts = await activities_repo.co_host_ids(session, activity.id)
     return to_read(activity, co_hosts, None)
 
 
@@ -422,7 +428,7 @@ async def _transition(
 async def _read_back(session: AsyncSession, activity: Activity) -> ActivityRead:
     await session.flush()
     await session.refresh(activity)
-    return to_read(activity, await repo.co_host_ids(session, activity.id), None)
+    return to_read(activity, await activities_repo.co_host_ids(session, activity.id), None)
 
 
 async def publish_activity(
@@ -464,17 +470,17 @@ async def cancel_activity(
     )
     now = clock.now()
     # The row is locked: no sign-up can slip in, and the counters may be set outright.
-    cancelled = await repo.cancel_all_signups(session, activity.id, now)
+    cancelled = await seats.cancel_all_signups(session, activity.id, now)
     activity.confirmed_count = 0
     activity.waitlist_count = 0
-    for signup_id, user_id in cancelled:
+    for c in cancelled:
         record_event(
             session,
             "activity.signup.cancelled",
             {
                 "activity_id": str(activity.id),
-                "signup_id": str(signup_id),
-                "user_id": str(user_id),
+                "signup_id": str(c.signup_id),
+                "user_id": str(c.user_id),
                 "reason": "activity_cancelled",
             },
             aggregate_id=str(activity.id),
@@ -486,12 +492,12 @@ async def cancel_activity(
 
 
 async def list_activities(
-    session: AsyncSession, principal: Principal, filters: repo.ListFilters, params: PageParams
+    session: AsyncSession, principal: Principal, filters: ListFilters, params: PageParams
 ) -> Page[ActivityListItem]:
     """Three queries whatever the page size: the caller, their organizations, the page."""
     me = _me(principal)
     belonging = await policy.belonging_of(session, principal)
-    rows = await repo.list_visible(
+    rows = await listing.list_published(
         session,
         visible=policy.visible_clause(belonging),
         user_id=me,
@@ -504,7 +510,7 @@ async def list_activities(
         return Page(items=[list_item(r) for r in items], next_cursor=cursor)
     items, cursor = page_of(rows, params, lambda r: (r.distance_sq, r.id))
     return Page(
-        items=[list_item(r, round(math.sqrt(r.distance_sq), 1)) for r in items],
+        items=[list_item(r, round(math.sqrt(r.distance_sq or 0.0), 1)) for r in items],
         next_cursor=cursor,
     )
 
@@ -513,13 +519,13 @@ async def get_activity(
     session: AsyncSession, principal: Principal, activity_id: uuid.UUID
 ) -> ActivityRead:
     me = _me(principal)
-    found = await repo.get_with_host_path(session, activity_id)
+    found = await activities_repo.get_hosted(session, activity_id)
     if found is None:
         raise NotFound()
     activity, host_path = found
-    co_hosts = await repo.co_host_ids(session, activity.id)
+    co_hosts = await activities_repo.co_host_ids(session, activity.id)
     await policy.require_readable(session, principal, activity, host_path, co_hosts)
-    mine = await repo.my_active_signup(session, activity.id, me)
+    mine = await signups_repo.my_active_signup(session, activity.id, me)
     return to_read(
         activity,
         co_hosts,
@@ -537,7 +543,7 @@ async def sign_up(
 ) -> SignupRead:
     me = _me(principal)
     now = clock.now()
-    found = await repo.get_with_host_path(session, activity_id)
+    found = await activities_repo.get_hosted(session, activity_id)
     if found is None or found[0].status == ActivityStatus.draft.value:
         raise NotFound()
     activity = found[0]
@@ -547,23 +553,23 @@ async def sign_up(
         activity.signup_deadline is not None and now >= activity.signup_deadline
     ):
         raise AppError("signup_closed")
-    co_hosts = await repo.co_host_ids(session, activity.id)
+    co_hosts = await activities_repo.co_host_ids(session, activity.id)
     await policy.require_may_sign_up(session, principal, activity, co_hosts)
-    if await repo.my_active_signup(session, activity.id, me) is not None:
+    if await signups_repo.my_active_signup(session, activity.id, me) is not None:
         raise AppError("already_signed_up")
 
     status: SignupStatus | None = None
     seq: int | None = None
     for _ in range(_SIGNUP_ATTEMPTS):
-        if await repo.take_seat(session, activity.id, now):
+        if await seats.take_seat(session, activity.id, now):
             status = SignupStatus.confirmed
             break
-        seq = await repo.join_waitlist(session, activity.id, now)
+        seq = await seats.join_waitlist(session, activity.id, now)
         if seq is not None:
             status = SignupStatus.waitlisted
             break
         # Neither: a seat was freed between the two updates, or sign-up just closed.
-        if not await repo.signup_window(session, activity.id, now):
+        if not await seats.signup_window(session, activity.id, now):
             raise AppError("signup_closed")
     if status is None:  # pragma: no cover - needs a seat to flicker five times in a row
         raise AppError("conflict")
@@ -585,7 +591,7 @@ async def sign_up(
         raise AppError("already_signed_up") from exc
     position = None
     if status is SignupStatus.waitlisted:
-        position = await repo.waitlist_position(session, signup.id)
+        position = await signups_repo.waitlist_position(session, signup.id)
     return SignupRead(
         id=signup.id,
         activity_id=activity.id,
@@ -598,7 +604,7 @@ async def sign_up(
 def _record_promotions(
     session: AsyncSession,
     activity_id: uuid.UUID,
-    promotions: Sequence[repo.Promotion],
+    promotions: Sequence[Promotion],
     reason: str,
 ) -> None:
     for p in promotions:
@@ -623,11 +629,11 @@ async def cancel_signup(
     now = clock.now()
     # Lock the activity first, as sign-up does, so that the counters, the waitlist and this
     # member's sign-up cannot move under us (and the lock order never inverts).
-    found = await repo.get_with_host_path(session, activity_id, lock=True)
+    found = await activities_repo.get_hosted(session, activity_id, lock=True)
     if found is None:
         raise NotFound()
     activity = found[0]
-    signup = await repo.active_signup(session, activity.id, me)
+    signup = await signups_repo.active_signup(session, activity.id, me)
     if signup is None:
         raise NotFound()
     if now >= activity.starts_at:
@@ -636,7 +642,7 @@ async def cancel_signup(
     signup.status = SignupStatus.cancelled.value
     signup.cancelled_at = now
     await session.flush()
-    await repo.leave(session, activity.id, was)
+    await seats.leave(session, activity.id, was)
     record_event(
         session,
         "activity.signup.cancelled",
@@ -649,14 +655,16 @@ async def cancel_signup(
         aggregate_id=str(activity.id),
     )
     if was == SignupStatus.confirmed.value:
-        promotions = await repo.fill_seats(session, activity.id, now)
+        promotions = await seats.fill_seats(session, activity.id, now)
         _record_promotions(session, activity.id, promotions, "seat_freed")
 
 
 async def my_signups(
     session: AsyncSession, principal: Principal, status: SignupStatus | None, params: PageParams
 ) -> Page[MySignupItem]:
-    rows = await repo.my_signups(session, _me(principal), status.value if status else None, params)
+    rows = await signups_repo.my_signups(
+        session, _me(principal), status.value if status else None, params
+    )
     items, cursor = page_of(rows, params, lambda r: (r.created_at, r.id))
     return Page(
         items=[
@@ -689,7 +697,7 @@ async def roster(
     params: PageParams,
 ) -> Page[RosterItem]:
     await _for_officer(session, principal, activity_id)
-    rows = await repo.roster(session, activity_id, status.value if status else None, params)
+    rows = await signups_repo.roster(session, activity_id, status.value if status else None, params)
     items, cursor = page_of(rows, params, lambda r: (r.created_at, r.id))
     return Page(
         items=[
@@ -734,21 +742,13 @@ async def attendance_code(
     )
 
 
-def distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
-    """Great-circle distance (haversine)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lng2 - lng1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
-
-
 def _in_window(activity: Activity, moment: datetime) -> bool:
     return activity.starts_at - ATTENDANCE_OPENS <= moment <= activity.ends_at
 
 
 async def _credit(session: AsyncSession, activity: Activity, user_id: uuid.UUID) -> float:
     """Credit the activity's service hours to the member once; the hours credited."""
-    existing = await repo.credit_of(session, activity.id, user_id)
+    existing = await attendance_repo.credit_of(session, activity.id, user_id)
     if existing is not None:
         return existing.hours
     if activity.service_hours <= 0:
@@ -839,7 +839,7 @@ async def check_in(
     activity = await session.get(Activity, activity_id)
     if activity is None or activity.status == ActivityStatus.draft.value:
         raise NotFound()
-    if await repo.confirmed_signup_id(session, activity.id, me) is None:
+    if await signups_repo.confirmed_signup_id(session, activity.id, me) is None:
         raise AppError("not_confirmed")
     if activity.status not in _ATTENDABLE or not _in_window(activity, moment):
         raise AppError("attendance_closed")
@@ -855,7 +855,7 @@ async def check_in(
             raise AppError("outside_geofence")
         method = AttendanceMethod.geo
 
-    existing = await repo.attendance_of(session, activity.id, me)
+    existing = await attendance_repo.attendance_of(session, activity.id, me)
     if existing is not None:
         return await _repeat(session, activity, existing)
     attendance = Attendance(
@@ -874,7 +874,7 @@ async def check_in(
             session.add(attendance)
     except IntegrityError:
         # The same check-in twice at once: answer with the one that won.
-        existing = await repo.attendance_of(session, activity.id, me)
+        existing = await attendance_repo.attendance_of(session, activity.id, me)
         assert existing is not None
         return await _repeat(session, activity, existing)
     hours = await _credit(session, activity, me)
@@ -887,7 +887,7 @@ async def _repeat(
 ) -> tuple[AttendanceRead, bool]:
     if existing.status != AttendanceStatus.present.value:
         raise AppError("attendance_decided")
-    credit = await repo.credit_of(session, activity.id, existing.user_id)
+    credit = await attendance_repo.credit_of(session, activity.id, existing.user_id)
     return _attendance_read(existing, credit.hours if credit else 0.0), False
 
 
@@ -903,9 +903,9 @@ async def mark_attendance(
     now = clock.now()
     if activity.status not in _ATTENDABLE or now < activity.starts_at - ATTENDANCE_OPENS:
         raise AppError("attendance_closed")
-    if await repo.confirmed_signup_id(session, activity.id, user_id) is None:
+    if await signups_repo.confirmed_signup_id(session, activity.id, user_id) is None:
         raise AppError("not_confirmed")
-    attendance = await repo.attendance_of(session, activity.id, user_id)
+    attendance = await attendance_repo.attendance_of(session, activity.id, user_id)
     created = False
     if attendance is None:
         fresh = Attendance(
@@ -924,7 +924,7 @@ async def mark_attendance(
         except IntegrityError:
             # The member checked in (or another officer marked) at this very moment: the
             # officer's mark goes over what they recorded.
-            attendance = await repo.attendance_of(session, activity.id, user_id)
+            attendance = await attendance_repo.attendance_of(session, activity.id, user_id)
             assert attendance is not None
     before = None if created else attendance.status
     if not created and before != status.value:
@@ -937,7 +937,7 @@ async def mark_attendance(
     if status is AttendanceStatus.present:
         hours = await _credit(session, activity, user_id)
     else:
-        await repo.remove_credit(session, activity.id, user_id)
+        await attendance_repo.remove_credit(session, activity.id, user_id)
         hours = 0.0
     audit(
         session,
