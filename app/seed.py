@@ -15,7 +15,6 @@ import anyio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.activities.repository import district_of
 from app.config import Settings
 from app.core import clock
 from app.core.passwords import hash_password_sync
@@ -28,6 +27,7 @@ from app.models.checkin import Checkin
 from app.models.contribution import Contribution, ContributionStatus
 from app.models.organization import Officer, Organization
 from app.models.user import User
+from app.orgs.tree import district_of
 
 NAMESPACE = uuid.UUID("5b0c3f1e-8a53-4a8e-9a53-7175797500de")
 
@@ -465,7 +465,7 @@ async def _seed_activities(
         activity = Activity(
             id=demo_id(f"activity:{spec.key}"),
             org_id=host.id,
-            district_id=await district_of(session, host),
+            district_id=(await district_of(session, host.path)).id,
             title=spec.title,
             description=f"{spec.place}。请提前十分钟到场签到。",
             category=spec.category,

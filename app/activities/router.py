@@ -8,8 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from app.activities import service
-from app.activities.repository import ListFilters
+from app.activities import attendance, lifecycle, signups, views
 from app.activities.schemas import (
     ActivityCreate,
     ActivityListItem,
@@ -26,9 +25,6 @@ from app.activities.schemas import (
     SignupRead,
 )
 from app.authz.guards import CurrentMember
-from app.core import clock
-from app.core.errors import ValidationFailed
-from app.core.i18n import text
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
 from app.deps import DbSession
@@ -37,31 +33,6 @@ from app.models.activity import SignupStatus
 router = APIRouter(tags=["activities"])
 
 Pages = Annotated[PageParams, Depends(page_params)]
-
-
-def _local(moment: datetime | None) -> datetime | None:
-    """A time without an offset is read in the service's zone (Asia/Shanghai)."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=clock.LOCAL_TZ)
-
-
-def _near(near: str | None, radius_km: float | None) -> tuple[tuple[float, float] | None, float]:
-    radius_m = (radius_km if radius_km is not None else 10.0) * 1000
-    if near is None:
-        if radius_km is not None:
-            raise ValidationFailed("near", text("使用 radius_km 时需提供 near", "near is required"))
-        return None, radius_m
-    try:
-        lat_s, lng_s = near.split(",")
-        lat, lng = float(lat_s), float(lng_s)
-    except ValueError as exc:
-        raise ValidationFailed(
-            "near", text("格式应为 纬度,经度", "near must be `lat,lng`")
-        ) from exc
-    if not (-90 <= lat <= 90 and -180 <= lng <= 180):
-        raise ValidationFailed("near", text("坐标超出范围", "coordinates out of range"))
-    return (lat, lng), radius_m
 
 
 @router.post(
@@ -73,7 +44,7 @@ async def activities_create(
     body: ActivityCreate, session: DbSession, principal: CurrentMember
 ) -> ActivityRead:
     """Create a draft activity hosted by `org_id` (officers of it or above)."""
-    return await service.create_activity(session, principal, body)
+    return await lifecycle.create_activity(session, principal, body)
 
 
 @router.patch("/activities/{activity_id}", responses=problems(403, 404, 409, 422))
@@ -82,7 +53,7 @@ async def activities_update(
 ) -> ActivityRead:
     """Edit a draft or published activity; raising the capacity promotes from the waitlist
     (409 `capacity_below_confirmed` when lowered below the confirmed sign-ups)."""
-    return await service.update_activity(session, principal, activity_id, body)
+    return await lifecycle.update_activity(session, principal, activity_id, body)
 
 
 @router.post("/activities/{activity_id}/publish", responses=problems(403, 404, 409))
@@ -90,7 +61,7 @@ async def activities_publish(
     activity_id: uuid.UUID, session: DbSession, principal: CurrentMember
 ) -> ActivityRead:
     """draft → published, before the start (409 `activity_started` after it)."""
-    return await service.publish_activity(session, principal, activity_id)
+    return await lifecycle.publish_activity(session, principal, activity_id)
 
 
 @router.post("/activities/{activity_id}/cancel", responses=problems(403, 404, 409, 422))
@@ -98,7 +69,7 @@ async def activities_cancel(
     activity_id: uuid.UUID, body: CancelRequest, session: DbSession, principal: CurrentMember
 ) -> ActivityRead:
     """draft or published → cancelled; every sign-up is cancelled with it."""
-    return await service.cancel_activity(session, principal, activity_id, body.reason)
+    return await lifecycle.cancel_activity(session, principal, activity_id, body.reason)
 
 
 @router.post("/activities/{activity_id}/complete", responses=problems(403, 404, 409))
@@ -106,7 +77,7 @@ async def activities_complete(
     activity_id: uuid.UUID, session: DbSession, principal: CurrentMember
 ) -> ActivityRead:
     """published → completed, once it has started."""
-    return await service.complete_activity(session, principal, activity_id)
+    return await lifecycle.complete_activity(session, principal, activity_id)
 
 
 @router.get("/activities", responses=problems(403, 422))
@@ -130,23 +101,22 @@ async def activities_list(
 ) -> Page[ActivityListItem]:
     """Published activities the caller may see that have not ended, soonest first (nearest
     first with `near`), each with `seats_left`, `waitlist_count` and `my_signup`."""
-    point, radius_m = _near(near, radius_km)
-    filters = ListFilters(
+    filters = views.list_filters(
         org_id=org_id,
-        starts_from=_local(starts_from),
-        starts_before=_local(starts_before),
-        category=category.value if category else None,
-        near=point,
-        radius_m=radius_m,
+        starts_from=starts_from,
+        starts_before=starts_before,
+        category=category,
+        near=near,
+        radius_km=radius_km,
     )
-    return await service.list_activities(session, principal, filters, page)
+    return await views.list_activities(session, principal, filters, page)
 
 
 @router.get("/activities/{activity_id}", responses=problems(403, 404))
 async def activities_get(
     activity_id: uuid.UUID, session: DbSession, principal: CurrentMember
 ) -> ActivityRead:
-    return await service.get_activity(session, principal, activity_id)
+    return await views.get_activity(session, principal, activity_id)
 
 
 @router.post(
@@ -158,7 +128,7 @@ async def activities_signup(
     activity_id: uuid.UUID, session: DbSession, principal: CurrentMember
 ) -> SignupRead:
     """Take a seat, or a place on the waitlist when full (`waitlist_position`, 1 = next)."""
-    return await service.sign_up(session, principal, activity_id)
+    return await signups.sign_up(session, principal, activity_id)
 
 
 @router.delete(
@@ -170,7 +140,7 @@ async def activities_signup_cancel(
     activity_id: uuid.UUID, session: DbSession, principal: CurrentMember
 ) -> Response:
     """Cancel the caller's sign-up; a freed seat goes to the first waitlisted."""
-    await service.cancel_signup(session, principal, activity_id)
+    await signups.cancel_signup(session, principal, activity_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -182,7 +152,7 @@ async def me_signups_list(
     status: SignupStatus | None = None,
 ) -> Page[MySignupItem]:
     """The caller's sign-ups, newest first."""
-    return await service.my_signups(session, principal, status, page)
+    return await views.my_signups(session, principal, status, page)
 
 
 @router.get("/activities/{activity_id}/signups", responses=problems(403, 404, 422))
@@ -194,7 +164,7 @@ async def activities_signups_list(
     status: SignupStatus | None = None,
 ) -> Page[RosterItem]:
     """The roster, in sign-up order, with attendance (officers)."""
-    return await service.roster(session, principal, activity_id, status, page)
+    return await views.roster(session, principal, activity_id, status, page)
 
 
 @router.get("/activities/{activity_id}/attendance-code", responses=problems(403, 404, 409))
@@ -202,7 +172,7 @@ async def activities_attendance_code(
     activity_id: uuid.UUID, session: DbSession, principal: CurrentMember
 ) -> AttendanceCode:
     """The current rotating code (officers), to show as a QR code on site."""
-    return await service.attendance_code(session, principal, activity_id)
+    return await attendance.attendance_code(session, principal, activity_id)
 
 
 @router.post(
@@ -222,10 +192,10 @@ async def activities_attendance_create(
 ) -> AttendanceRead:
     """Check in on site with the rotating code or a location fix inside the geofence, from
     30 minutes before the start to the end; a confirmed sign-up is required."""
-    attendance, created = await service.check_in(session, principal, activity_id, body)
+    recorded, created = await attendance.check_in(session, principal, activity_id, body)
     if not created:
         response.status_code = status.HTTP_200_OK
-    return attendance
+    return recorded
 
 
 @router.put(
@@ -240,4 +210,4 @@ async def activities_attendance_mark(
 ) -> AttendanceRead:
     """Mark a confirmed member present or absent by hand (officers); absent takes back the
     credited service hours."""
-    return await service.mark_attendance(session, principal, activity_id, user_id, body.status)
+    return await attendance.mark_attendance(session, principal, activity_id, user_id, body.status)

@@ -3,6 +3,7 @@
 - `principal`: who is calling (a person or a city client);
 - `tree`: the one subtree predicate of the organization tree;
 - `scope`: the subtrees a caller may act on and the 404/403 decisions that follow;
+- `activities`: who may see an activity (its visibility to members) and who may run it;
 - `guards`: FastAPI dependencies that routers declare (the only HTTP-facing module here:
   services import from this package, never from `guards`).
 

@@ -169,16 +169,27 @@ class TestList:
         assert r.json()["next_cursor"] is None
 
     @pytest.mark.parametrize(
-        "params",
-        [{"near": "29.8"}, {"near": "a,b"}, {"near": "91,121"}, {"radius_km": 5}],
+        ("params", "field"),
+        [
+            ({"near": "29.8"}, "near"),
+            ({"near": "a,b"}, "near"),
+            ({"near": "91,121"}, "near"),
+            ({"radius_km": 5}, "radius_km"),  # a radius without a point
+        ],
     )
     async def test_bad_near_is_422(
-        self, client: httpx.AsyncClient, db: AsyncSession, world: World, params: dict[str, Any]
+        self,
+        client: httpx.AsyncClient,
+        db: AsyncSession,
+        world: World,
+        params: dict[str, Any],
+        field: str,
     ) -> None:
         _, headers = await member_of(db, world.host)
         r = await client.get("/activities", headers=headers, params=params)
         assert r.status_code == 422
         assert r.json()["code"] == "validation_error"
+        assert [e["field"] for e in r.json()["errors"]] == [field]
 
     async def test_counters_and_my_signup(
         self, client: httpx.AsyncClient, db: AsyncSession, world: World
