@@ -172,3 +172,17 @@ def require_member(principal: Principal) -> None:
     """403 `members_only` for a city client."""
     if principal.user is None:
         raise Forbidden("members_only")
+
+
+def require_covers(scope: Scope, path: str) -> None:
+    """403 unless the scope covers the organization at `path`, one already known to exist
+    (a parent named in a request, an organization re-read under a lock)."""
+    if not scope.covers_path(path):
+        raise Forbidden()
+
+
+def require_whole_tree(scope: Scope) -> None:
+    """403 unless the scope is the whole tree (an admin's): founding a root organization,
+    or making one of an existing organization."""
+    if not scope.everything:
+        raise Forbidden()

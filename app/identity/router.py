@@ -1,12 +1,10 @@
-"""`/auth/*` and `/me*`: HTTP only; the rules live in `app.identity.service`."""
+"""`/auth/*` and `/me*`: HTTP only.  The rules live in `accounts` (registering, the
+profile), `sessions` (devices) and `grants` (the token endpoint)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from typing import Annotated
-from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Depends, Form, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -16,8 +14,9 @@ from app.config import Settings
 from app.core.errors import problem_body
 from app.core.openapi import problems
 from app.core.pagination import PageParams, page_params
-from app.deps import DbSession, SessionFactory
-from app.identity import service
+from app.deps import AppSettings, DbSession, SessionFactory
+from app.identity import accounts, grants, sessions
+from app.identity.oauth import OAuthError
 from app.identity.schemas import (
     LogoutIn,
     MeRead,
@@ -28,20 +27,10 @@ from app.identity.schemas import (
     TokenOut,
     TokenRequest,
 )
-from app.identity.service import IssuedTokens, OAuthError, RefreshTokenReused
 
 router = APIRouter()
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-_FORM_MAX = 2000
-
-
-def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-AppSettings = Annotated[Settings, Depends(get_app_settings)]
 
 
 def client_address(request: Request, settings: Settings) -> str:
@@ -72,9 +61,9 @@ async def auth_register(
     factory: SessionFactory,
     settings: AppSettings,
 ) -> MeRead:
-    await service.throttle_registration(factory, settings, client_address(request, settings))
-    user = await service.register(db, body)
-    return service.to_read(user, offices=[])
+    return await accounts.register(
+        db, factory, settings, address=client_address(request, settings), data=body
+    )
 
 
 _OAUTH_ERROR = {
@@ -88,49 +77,6 @@ def _oauth_error_response(exc: OAuthError) -> JSONResponse:
     body["error"] = exc.code
     body["error_description"] = exc.error_description
     return JSONResponse(body, status_code=exc.status, headers={**exc.headers, **_NO_STORE})
-
-
-def _basic_credentials(request: Request) -> tuple[str, str] | None:
-    """client_id and client_secret from `Authorization: Basic` (RFC 6749 §2.3.1), if sent."""
-    header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, param = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(param.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise _invalid_basic() from exc
-    client_id, sep, secret = decoded.partition(":")
-    if not sep or not client_id:
-        raise _invalid_basic()
-    return unquote_plus(client_id), unquote_plus(secret)
-
-
-def _invalid_basic() -> OAuthError:
-    return OAuthError(
-        "invalid_client",
-        headers={"WWW-Authenticate": service.BASIC_CHALLENGE},
-    )
-
-
-def _missing(name: str) -> OAuthError:
-    return OAuthError("invalid_request", f"缺少参数 {name}", f"The parameter {name} is required")
-
-
-async def _check_form(request: Request) -> None:
-    form = await request.form()
-    for key in set(form.keys()):
-        values = form.getlist(key)
-        if len(values) > 1:
-            raise OAuthError(
-                "invalid_request", f"参数 {key} 重复", f"The parameter {key} is repeated"
-            )
-        if any(not isinstance(v, str) or len(v) > _FORM_MAX for v in values):
-            raise OAuthError(
-                "invalid_request", f"参数 {key} 无效", f"The parameter {key} is not valid"
-            )
 
 
 @router.post(
@@ -160,40 +106,17 @@ async def auth_token(
     settings: AppSettings,
     form: Annotated[TokenRequest, Form()],
 ) -> Response:
+    raw = await request.form()
     try:
-        await _check_form(request)
-        if not form.grant_type:
-            raise _missing("grant_type")
-        if form.grant_type == "password":
-            if not form.username:
-                raise _missing("username")
-            if not form.password:
-                raise _missing("password")
-            # Counted in their own transactions before the attempt, so that failures count.
-            await service.throttle_login(
-                factory,
-                settings,
-                username=form.username,
-                address=client_address(request, settings),
-            )
-            async with factory() as db, db.begin():
-                tokens = await service.password_grant(
-                    db,
-                    settings=settings,
-                    username=form.username,
-                    password=form.password,
-                    device=service.device_label(request.headers.get("user-agent")),
-                )
-        elif form.grant_type == "refresh_token":
-            if not form.refresh_token:
-                raise _missing("refresh_token")
-            tokens = await _refresh(factory, form.refresh_token)
-        elif form.grant_type == "client_credentials":
-            tokens = await _client_credentials(
-                request, factory, settings, form.client_id, form.client_secret, form.scope
-            )
-        else:
-            raise OAuthError("unsupported_grant_type")
+        tokens = await grants.exchange(
+            factory,
+            settings,
+            form,
+            fields={key: raw.getlist(key) for key in raw},
+            authorization=request.headers.get("authorization"),
+            address=client_address(request, settings),
+            user_agent=request.headers.get("user-agent"),
+        )
     except OAuthError as exc:
         return _oauth_error_response(exc)
     body = TokenOut(
@@ -205,57 +128,6 @@ async def auth_token(
     return JSONResponse(body.model_dump(exclude_none=True), headers=_NO_STORE)
 
 
-async def _refresh(factory: SessionFactory, refresh_token: str) -> IssuedTokens:
-    """The exchange runs in its own transaction.  A replayed token fails the request, yet the
-    revocation of its session must stay: the failed exchange is rolled back first (which
-    also releases SQLite's write lock), then the revocation commits in a second one."""
-    try:
-        async with factory() as db, db.begin():
-            return await service.refresh_grant(db, refresh_token=refresh_token)
-    except RefreshTokenReused as reuse:
-        async with factory() as db, db.begin():
-            await service.revoke_session(db, reuse.session_id, reason="refresh_reuse")
-        raise OAuthError(
-            "invalid_grant",
-            "登录凭据已被使用过，该设备已退出登录，请重新登录",
-            "The refresh token was already used; the session is revoked, sign in again",
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="quyu"'},
-        ) from None
-
-
-async def _client_credentials(
-    request: Request,
-    factory: SessionFactory,
-    settings: Settings,
-    client_id: str | None,
-    client_secret: str | None,
-    scope: str | None,
-) -> IssuedTokens:
-    basic = _basic_credentials(request)
-    if basic is not None:
-        if client_secret is not None or (client_id is not None and client_id != basic[0]):
-            raise OAuthError(
-                "invalid_request",
-                "客户端认证方式只能使用一种",
-                "Use one client authentication method, not two",
-            )
-        client_id, client_secret = basic
-    elif not client_id or client_secret is None:
-        raise OAuthError("invalid_client", headers={"WWW-Authenticate": service.BASIC_CHALLENGE})
-    # Verifying a secret costs an argon2 hash: limit attempts per address like logins.
-    await service.throttle_login(
-        factory, settings, username=None, address=client_address(request, settings)
-    )
-    async with factory() as db, db.begin():
-        return await service.client_credentials_grant(
-            db,
-            client_id=client_id,
-            client_secret=client_secret,
-            scope=scope,
-        )
-
-
 @router.post(
     "/auth/logout",
     tags=["auth"],
@@ -265,7 +137,7 @@ async def _client_credentials(
     summary="Sign this device out: its refresh token and session die",
 )
 async def auth_logout(body: LogoutIn, db: DbSession, me: CurrentMember) -> Response:
-    await service.logout(db, user_id=me.person.id, refresh_token=body.refresh_token)
+    await sessions.logout(db, me.person, body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -280,7 +152,7 @@ async def auth_logout(body: LogoutIn, db: DbSession, me: CurrentMember) -> Respo
     summary="My profile",
 )
 async def me_get(db: DbSession, me: CurrentMember) -> MeRead:
-    return await service.profile(db, me.person)
+    return await accounts.profile(db, me.person)
 
 
 @router.patch(
@@ -291,9 +163,7 @@ async def me_get(db: DbSession, me: CurrentMember) -> MeRead:
     summary="Change my profile (fields left out are kept, null clears)",
 )
 async def me_update(body: MeUpdate, db: DbSession, me: CurrentMember) -> MeRead:
-    user = me.person
-    await service.update_profile(db, user, body)
-    return await service.profile(db, user)
+    return await accounts.update_profile(db, me.person, body)
 
 
 @router.get(
@@ -308,9 +178,7 @@ async def me_sessions_list(
     me: CurrentMember,
     params: Annotated[PageParams, Depends(page_params)],
 ) -> SessionPage:
-    return await service.list_sessions(
-        db, user_id=me.person.id, current_session_id=me.session_id, params=params
-    )
+    return await sessions.list_sessions(db, me, params)
 
 
 @router.delete(
@@ -322,5 +190,5 @@ async def me_sessions_list(
     summary="Sign one of my devices out",
 )
 async def me_sessions_revoke(session_id: uuid.UUID, db: DbSession, me: CurrentMember) -> Response:
-    await service.revoke_own_session(db, user_id=me.person.id, session_id=session_id)
+    await sessions.revoke_own_session(db, me.person, session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

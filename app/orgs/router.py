@@ -7,12 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from app.authz.guards import CurrentMember, CurrentPrincipal
+from app.authz.guards import CurrentMember, CurrentPrincipal, OfficerScope
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
 from app.deps import DbSession
 from app.models.enums import OrgKind, RegionType
-from app.orgs import service
+from app.orgs import directory, officers, structure
 from app.orgs.schemas import OfficerCreate, OfficerRead, OrgCreate, OrgListItem, OrgRead, OrgUpdate
 
 router = APIRouter(prefix="/orgs", tags=["orgs"])
@@ -51,17 +51,20 @@ async def orgs_list(
     ] = None,
     radius_km: Annotated[
         float | None,
-        Query(gt=0, le=service.MAX_RADIUS_KM, description="With `near`; default 5"),
+        Query(gt=0, le=directory.MAX_RADIUS_KM, description="With `near`; default 5"),
     ] = None,
 ) -> Page[OrgListItem]:
-    filters = service.OrgFilters(
+    return await directory.list_orgs(
+        session,
+        principal,
+        paging,
         parent_id=parent_id,
         kind=kind,
         region_type=region_type,
         q=q,
-        near=service.parse_near(near, radius_km, paging.cursor),
+        near=near,
+        radius_km=radius_km,
     )
-    return await service.list_orgs(session, principal, filters, paging)
 
 
 @router.get(
@@ -71,7 +74,7 @@ async def orgs_list(
     summary="One organization, with a summary of its parent",
 )
 async def orgs_get(session: DbSession, principal: CurrentPrincipal, org_id: uuid.UUID) -> OrgRead:
-    return await service.get_org(session, principal, org_id)
+    return await directory.get_org(session, principal, org_id)
 
 
 @router.post(
@@ -92,11 +95,12 @@ async def orgs_get(session: DbSession, principal: CurrentPrincipal, org_id: uuid
 async def orgs_create(
     session: DbSession,
     principal: CurrentMember,
+    scope: OfficerScope,
     body: OrgCreate,
     request: Request,
     response: Response,
 ) -> OrgRead:
-    org = await service.create_org(session, principal, body)
+    org = await structure.create_org(session, principal, scope, body)
     response.headers["Location"] = str(request.url_for("orgs_get", org_id=str(org.id)))
     return org
 
@@ -113,9 +117,13 @@ async def orgs_create(
     ),
 )
 async def orgs_update(
-    session: DbSession, principal: CurrentMember, org_id: uuid.UUID, body: OrgUpdate
+    session: DbSession,
+    principal: CurrentMember,
+    scope: OfficerScope,
+    org_id: uuid.UUID,
+    body: OrgUpdate,
 ) -> OrgRead:
-    return await service.update_org(session, principal, org_id, body)
+    return await structure.update_org(session, principal, scope, org_id, body)
 
 
 @router.get(
@@ -126,9 +134,9 @@ async def orgs_update(
     description="Officers whose subtree holds the organization, and admins. Phones are masked.",
 )
 async def orgs_officers_list(
-    session: DbSession, principal: CurrentMember, org_id: uuid.UUID, paging: Paging
+    session: DbSession, scope: OfficerScope, org_id: uuid.UUID, paging: Paging
 ) -> Page[OfficerRead]:
-    return await service.list_officers(session, principal, org_id, paging)
+    return await officers.list_officers(session, scope, org_id, paging)
 
 
 @router.post(
@@ -145,7 +153,7 @@ async def orgs_officers_list(
 async def orgs_officers_create(
     session: DbSession, principal: CurrentMember, org_id: uuid.UUID, body: OfficerCreate
 ) -> OfficerRead:
-    return await service.appoint_officer(session, principal, org_id, body)
+    return await officers.appoint_officer(session, principal, org_id, body)
 
 
 @router.delete(
@@ -158,5 +166,5 @@ async def orgs_officers_create(
 async def orgs_officers_delete(
     session: DbSession, principal: CurrentMember, org_id: uuid.UUID, officer_id: uuid.UUID
 ) -> Response:
-    await service.remove_officer(session, principal, org_id, officer_id)
+    await officers.remove_officer(session, principal, org_id, officer_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -16,7 +16,7 @@ from app.config import Settings
 from app.core.errors import Unauthorized
 from app.core.openapi import problems
 from app.deps import DbSession, SessionFactory
-from app.identity.service import device_label
+from app.identity.sessions import device_label
 from app.integrations.wechat.client import WechatClient
 from app.wechat import service
 from app.wechat.schemas import (

@@ -24,7 +24,7 @@ from app.core.crypto import blind_index, encrypt, sha256_hex
 from app.core.errors import AppError, Forbidden, NotFound, Unauthorized, register_codes
 from app.core.tokens import new_opaque
 from app.core.validators import normalize_mainland_mobile
-from app.identity.service import IssuedTokens, open_session
+from app.identity.sessions import IssuedTokens, open_session
 from app.integrations.wechat.client import WechatPhone, WechatSession
 from app.models.user import User
 from app.models.wechat import WechatAccount, WechatBindToken

@@ -1,0 +1,190 @@
+"""Member accounts: registering one, and the member's own profile (`/me`): personal fields,
+where the party record sits, the resident ID number (stored encrypted, found by a keyed
+index, shown masked) and the organizations the member serves as an officer.
+
+No commit here: the request's session commits once after the endpoint returns.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.core.audit import audit
+from app.core.crypto import blind_index, encrypt, mask_id_number
+from app.core.errors import AppError, ValidationFailed
+from app.core.i18n import text
+from app.core.passwords import hash_password
+from app.core.throttle import hit
+from app.identity.schemas import MeRead, MeUpdate, OfficeRead, RegisterIn
+from app.models.enums import OfficerRole
+from app.models.organization import Officer, Organization
+from app.models.user import User
+
+ID_NUMBER_CONTEXT = "users.id_number"
+
+_PLAIN_FIELDS = ("name", "gender", "party_status", "joined_party_on", "employer", "post_title")
+
+
+# --- registering ---------------------------------------------------------------------------
+
+
+async def register(
+    session: AsyncSession,
+    factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    address: str,
+    data: RegisterIn,
+) -> MeRead:
+    """Create a member account.  Registration answers whether a phone is taken, so attempts
+    are limited per client `address` (counted in the throttle's own transaction)."""
+    await hit(
+        factory,
+        "register:addr:" + blind_index(address, context="throttle.address"),
+        limit=settings.login_attempts_per_address,
+        window_seconds=settings.login_window_seconds,
+    )
+    taken = (
+        await session.execute(select(User.id).where(User.phone == data.phone))
+    ).scalar_one_or_none()
+    if taken is not None:
+        raise AppError("phone_taken")
+    user = User(
+        phone=data.phone,
+        name=data.name,
+        password_hash=await hash_password(data.password),
+        is_admin=False,
+        is_active=True,
+        skills=[],
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # registered concurrently with the same phone
+        raise AppError("phone_taken") from exc
+    return to_read(user, offices=[])
+
+
+# --- the profile ---------------------------------------------------------------------------
+
+
+async def offices_of(session: AsyncSession, user_id: uuid.UUID) -> list[OfficeRead]:
+    rows = await session.execute(
+        select(Officer.org_id, Organization.name, Officer.role)
+        .join(Organization, Organization.id == Officer.org_id)
+        .where(Officer.user_id == user_id)
+        .order_by(Organization.name, Officer.org_id)
+    )
+    return [
+        OfficeRead(org_id=org_id, org_name=name, role=OfficerRole(role))
+        for org_id, name, role in rows
+    ]
+
+
+def to_read(user: User, offices: list[OfficeRead]) -> MeRead:
+    return MeRead.model_validate(
+        {
+            "id": user.id,
+            "phone": user.phone,
+            "name": user.name,
+            "role": user.role,
+            "gender": user.gender,
+            "party_status": user.party_status,
+            "joined_party_on": user.joined_party_on,
+            "record_org_id": user.record_org_id,
+            "record_org_name": user.record_org_name,
+            "employer": user.employer,
+            "post_title": user.post_title,
+            "skills": list(user.skills or []),
+            "id_number_masked": user.id_number_masked,
+            "offices": offices,
+            "created_at": user.created_at,
+        }
+    )
+
+
+async def profile(session: AsyncSession, actor: User) -> MeRead:
+    return to_read(actor, await offices_of(session, actor.id))
+
+
+async def update_profile(session: AsyncSession, actor: User, data: MeUpdate) -> MeRead:
+    """Apply the fields that were sent (null clears a field) and answer the new profile.
+    Checks first, then writes."""
+    sent = data.model_fields_set
+    if sent:
+        await _check_update(session, actor, data)
+        _apply_update(actor, data)
+        # PIPL: record who changed which personal fields (names only, never values).
+        audit(
+            session,
+            action="profile.update",
+            object_type="user",
+            object_id=actor.id,
+            org_id=None,
+            actor_id=actor.id,
+            comment=",".join(sorted(sent)),
+        )
+        try:
+            await session.flush()
+        except IntegrityError as exc:  # the same ID number saved concurrently elsewhere
+            raise AppError("id_number_taken") from exc
+    return await profile(session, actor)
+
+
+async def _check_update(session: AsyncSession, user: User, data: MeUpdate) -> None:
+    sent = data.model_fields_set
+    if "record_org_id" in sent and data.record_org_id is not None:
+        exists = (
+            await session.execute(
+                select(Organization.id).where(Organization.id == data.record_org_id)
+            )
+        ).scalar_one_or_none()
+        if exists is None:
+            raise ValidationFailed("record_org_id", text("组织不存在", "No such organization"))
+    if "id_number" in sent and data.id_number is not None:
+        holder = (
+            await session.execute(
+                select(User.id).where(
+                    User.id_number_index == _id_index(data.id_number), User.id != user.id
+                )
+            )
+        ).scalar_one_or_none()
+        if holder is not None:
+            raise AppError("id_number_taken")
+
+
+def _apply_update(user: User, data: MeUpdate) -> None:
+    sent = data.model_fields_set
+    for name in _PLAIN_FIELDS:
+        if name in sent:
+            setattr(user, name, getattr(data, name))
+    if "skills" in sent:
+        user.skills = list(data.skills or [])
+    # The record sits in one place: one of ours (by id) or elsewhere (by name).
+    if "record_org_id" in sent:
+        user.record_org_id = data.record_org_id
+        if data.record_org_id is not None:
+            user.record_org_name = None
+    if "record_org_name" in sent:
+        user.record_org_name = data.record_org_name
+        if data.record_org_name is not None:
+            user.record_org_id = None
+    if "id_number" in sent:
+        if data.id_number is None:
+            user.id_number_enc = None
+            user.id_number_index = None
+            user.id_number_masked = None
+        else:
+            user.id_number_enc = encrypt(data.id_number, context=ID_NUMBER_CONTEXT)
+            user.id_number_index = _id_index(data.id_number)
+            user.id_number_masked = mask_id_number(data.id_number)
+
+
+def _id_index(id_number: str) -> str:
+    """The keyed index an ID number is found by; the number itself is stored encrypted."""
+    return blind_index(id_number, context=ID_NUMBER_CONTEXT)
