@@ -139,7 +139,7 @@ def worker(
     once: Annotated[bool, typer.Option("--once", help="Run one pass and exit")] = False,
 ) -> None:
     """Send WeChat subscribe messages from the outbox (and activity reminders)."""
-    from app.wechat.worker import run_worker
+    from app.wechat.runner import run_worker
 
     asyncio.run(run_worker(_settings(), once=once))
 
