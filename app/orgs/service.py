@@ -41,6 +41,7 @@ from app.orgs.schemas import (
     OrgSummary,
     OrgUpdate,
 )
+from app.orgs.tree import child_path
 
 register_codes(
     {
@@ -341,7 +342,7 @@ async def create_org(session: AsyncSession, principal: Principal, data: OrgCreat
         lat=data.location.lat if data.location else None,
         lng=data.location.lng if data.location else None,
         parent_id=parent.id if parent else None,
-        path=(parent.path if parent else "/") + org_id.hex + "/",
+        path=child_path(parent.path if parent else None, org_id),
         depth=depth,
     )
     session.add(org)
@@ -415,7 +416,7 @@ async def update_org(
     if moving:
         old_path = org.path
         new_depth = parent.depth + 1 if parent else 0
-        new_path = (parent.path if parent else "/") + org.id.hex + "/"
+        new_path = child_path(parent.path if parent else None, org.id)
         delta = new_depth - org.depth
         _check_depth(await repo.subtree_max_depth(session, old_path) + delta)
         await repo.lock_subtree(session, old_path)
