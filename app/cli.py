@@ -97,7 +97,7 @@ def seed_demo(
     ] = False,
 ) -> None:
     """Load the demo places, accounts and city client; harmless to repeat."""
-    from app.seed import seed
+    from app.demo.loader import seed
 
     result = asyncio.run(seed(_settings(), only_if_empty=if_empty))
     console.print(str(result))
@@ -112,7 +112,7 @@ def create_client(
     """Create a city-system client; its secret is shown once and stored hashed."""
     from sqlalchemy.exc import IntegrityError
 
-    from app.seed import create_client as _create
+    from app.identity.api_clients import create_client as _create
 
     try:
         secret = asyncio.run(_create(_settings(), name, scopes, org_id))
@@ -139,7 +139,7 @@ def worker(
     once: Annotated[bool, typer.Option("--once", help="Run one pass and exit")] = False,
 ) -> None:
     """Send WeChat subscribe messages from the outbox (and activity reminders)."""
-    from app.wechat.worker import run_worker
+    from app.wechat.runner import run_worker
 
     asyncio.run(run_worker(_settings(), once=once))
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from app.core.errors import problem_response
 from app.core.metrics import render
+from app.ops.readiness import database_answers
 
 router = APIRouter(tags=["operations"])
 
@@ -32,11 +30,7 @@ async def healthz() -> Health:
 )
 async def readyz(request: Request) -> Response | Health:
     """The database answers; 503 while it does not (checked on every call, no caching)."""
-    try:
-        async with asyncio.timeout(2):
-            async with request.app.state.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-    except Exception:
+    if not await database_answers(request.app.state.engine):
         return problem_response("service_unavailable", 503, headers={"Retry-After": "5"})
     return Health(status="ok")
 

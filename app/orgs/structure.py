@@ -29,6 +29,7 @@ from app.models.enums import OrgKind
 from app.models.organization import Organization
 from app.orgs import repository as repo
 from app.orgs.schemas import OrgCreate, OrgRead, OrgUpdate
+from app.orgs.tree import child_path
 from app.orgs.views import org_read
 
 register_codes(
@@ -174,7 +175,7 @@ async def create_org(
         lat=data.location.lat if data.location else None,
         lng=data.location.lng if data.location else None,
         parent_id=parent.id if parent else None,
-        path=(parent.path if parent else "/") + org_id.hex + "/",
+        path=child_path(parent.path if parent else None, org_id),
         depth=depth,
     )
     session.add(org)
@@ -276,7 +277,7 @@ async def _move(session: AsyncSession, org: Organization, parent: Organization |
     """Hang `org` under `parent` (None: make it a root) and rewrite its subtree's paths."""
     old_path = org.path
     new_depth = parent.depth + 1 if parent else 0
-    new_path = (parent.path if parent else "/") + org.id.hex + "/"
+    new_path = child_path(parent.path if parent else None, org.id)
     delta = new_depth - org.depth
     _check_depth(await repo.subtree_max_depth(session, old_path) + delta)
     await repo.lock_subtree(session, old_path)

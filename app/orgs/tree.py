@@ -13,6 +13,12 @@ from app.models.enums import OrgKind
 from app.models.organization import Organization
 
 
+def child_path(parent_path: str | None, org_id: uuid.UUID) -> str:
+    """The materialized path of organization `org_id` placed under the one at `parent_path`
+    ("/<id>/.../<parent id>/<org id>/"), or at the root of a tree of its own when None."""
+    return (parent_path or "/") + org_id.hex + "/"
+
+
 class District(NamedTuple):
     id: uuid.UUID
     path: str

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -100,6 +100,16 @@ class Planned:
     user_id: uuid.UUID
     kind: str
     values: Mapping[str, Value]
+
+
+class ActivityFacts(NamedTuple):
+    """What an activity's messages say about it."""
+
+    id: uuid.UUID
+    title: str
+    starts_at: datetime
+    location_name: str
+    cancel_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -227,15 +237,22 @@ async def _activity(
     ).one_or_none()
     if row is None:
         return []
-    return [Planned(user_id=user_id, kind=kind, values=activity_values(row, kind))]
+    facts = ActivityFacts(
+        id=row.id,
+        title=row.title,
+        starts_at=row.starts_at,
+        location_name=row.location_name,
+        cancel_reason=row.cancel_reason,
+    )
+    return [Planned(user_id=user_id, kind=kind, values=activity_values(facts, kind))]
 
 
-def activity_values(row: Any, kind: str) -> dict[str, Value]:
+def activity_values(activity: ActivityFacts, kind: str) -> dict[str, Value]:
     return {
-        "activity_id": str(row.id),
-        "activity_title": row.title,
-        "starts_at": row.starts_at,
-        "location": row.location_name,
-        "reason": getattr(row, "cancel_reason", None),
+        "activity_id": str(activity.id),
+        "activity_title": activity.title,
+        "starts_at": activity.starts_at,
+        "location": activity.location_name,
+        "reason": activity.cancel_reason,
         "result": "候补成功" if kind == WAITLIST_PROMOTED else None,
     }

@@ -1,7 +1,5 @@
-"""`/auth/wechat`, `/auth/wechat/bind`, `/me/wechat`: HTTP only; rules in `app.wechat.service`.
-
-WeChat is called before the request's database transaction starts, and never while one is
-open: a slow WeChat then holds no locks (on SQLite every transaction takes the write lock).
+"""`/auth/wechat`, `/auth/wechat/bind`, `/me/wechat`: HTTP only; rules in `app.wechat.service`
+(which also calls WeChat, never while a transaction is open).
 """
 
 from __future__ import annotations
@@ -12,10 +10,8 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from app.authz.guards import CurrentMember
-from app.config import Settings
-from app.core.errors import Unauthorized
 from app.core.openapi import problems
-from app.deps import DbSession, SessionFactory
+from app.deps import AppSettings, DbSession, SessionFactory
 from app.identity.sessions import device_label
 from app.integrations.wechat.client import WechatClient
 from app.wechat import service
@@ -37,13 +33,7 @@ def get_wechat(request: Request) -> WechatClient:
     return client
 
 
-def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 Wechat = Annotated[WechatClient, Depends(get_wechat)]
-AppSettings = Annotated[Settings, Depends(get_app_settings)]
 
 
 @router.post(
@@ -67,9 +57,12 @@ async def auth_wechat(
     wechat: Wechat,
     settings: AppSettings,
 ) -> Response:
-    wx = await wechat.code_to_session(body.code)
     result = await service.sign_in(
-        db, wx, settings=settings, device=device_label(request.headers.get("user-agent"))
+        db,
+        wechat,
+        body.code,
+        settings=settings,
+        device=device_label(request.headers.get("user-agent")),
     )
     out: WechatTokens | WechatBindRequired
     if isinstance(result, service.BindTicket):
@@ -109,15 +102,12 @@ async def auth_wechat_bind(
     wechat: Wechat,
     settings: AppSettings,
 ) -> Response:
-    async with factory() as check:
-        live = await service.bind_token_is_live(check, body.bind_token)
-    if not live:
-        raise Unauthorized("wechat_bind_token_invalid")
-    phone = await wechat.phone_number(body.phone_code)
     tokens, created = await service.bind(
         db,
+        factory,
+        wechat,
         bind_token=body.bind_token,
-        phone=phone,
+        phone_code=body.phone_code,
         settings=settings,
         device=device_label(request.headers.get("user-agent")),
     )

@@ -4,7 +4,10 @@ the WeChat user to the account of that phone (made on the spot when there is non
 
 One WeChat user per account and one account per WeChat user, held by unique constraints.
 OpenIDs are kept encrypted with a blind index for look-ups; the session_key encrypted.
-No FastAPI and no commits here: the request's session commits after the endpoint returns.
+WeChat is called before the request's database transaction starts, and never while one is
+open: a slow WeChat then holds no locks (on SQLite every transaction takes the write lock).
+No FastAPI and no commits here: the request's session commits after the endpoint returns
+(the bind-token check alone has a short read-only transaction of its own).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.core import clock
@@ -24,8 +27,9 @@ from app.core.crypto import blind_index, encrypt, sha256_hex
 from app.core.errors import AppError, Forbidden, NotFound, Unauthorized, register_codes
 from app.core.tokens import new_opaque
 from app.core.validators import normalize_mainland_mobile
+from app.db.session import separate_transaction
 from app.identity.sessions import IssuedTokens, open_session
-from app.integrations.wechat.client import WechatPhone, WechatSession
+from app.integrations.wechat.client import WechatClient, WechatPhone
 from app.models.user import User
 from app.models.wechat import WechatAccount, WechatBindToken
 
@@ -74,12 +78,16 @@ def _bind_token_invalid() -> Unauthorized:
 
 async def sign_in(
     session: AsyncSession,
-    wx: WechatSession,
+    wechat: WechatClient,
+    code: str,
     *,
     settings: Settings,
     device: str | None,
 ) -> IssuedTokens | BindTicket:
-    """Tokens when this WeChat user is bound; otherwise a bind ticket."""
+    """Trade the `wx.login` code for the WeChat user (before `session` is first used, so that
+    no transaction is open while WeChat is called); tokens when this WeChat user is bound,
+    otherwise a bind ticket."""
+    wx = await wechat.code_to_session(code)
     now = clock.now()
     index = openid_index(wx.openid)
     found = (
@@ -117,9 +125,19 @@ async def sign_in(
     return BindTicket(bind_token=token, expires_in=ttl)
 
 
-async def bind_token_is_live(session: AsyncSession, bind_token: str) -> bool:
-    """Checked before WeChat is asked for the phone number, so that a forged or spent token
-    costs no call to WeChat (and does not use up the member's phone code)."""
+async def _require_live_bind_token(
+    factory: async_sessionmaker[AsyncSession], bind_token: str
+) -> None:
+    """401 `wechat_bind_token_invalid` unless the bind token is unused and unexpired."""
+    async with separate_transaction(
+        factory, why="the check is closed before WeChat is called, holding no lock meanwhile"
+    ) as session:
+        live = await _bind_token_is_live(session, bind_token)
+    if not live:
+        raise _bind_token_invalid()
+
+
+async def _bind_token_is_live(session: AsyncSession, bind_token: str) -> bool:
     found = (
         await session.execute(
             select(WechatBindToken.id).where(
@@ -143,14 +161,24 @@ def mainland_phone(phone: WechatPhone) -> str:
 
 async def bind(
     session: AsyncSession,
+    factory: async_sessionmaker[AsyncSession],
+    wechat: WechatClient,
     *,
     bind_token: str,
-    phone: WechatPhone,
+    phone_code: str,
     settings: Settings,
     device: str | None,
 ) -> tuple[IssuedTokens, bool]:
-    """Spend the bind token; bind its WeChat user to the account of `phone`, creating a
-    member account when there is none.  Returns the tokens and whether an account was made."""
+    """Spend the bind token; bind its WeChat user to the account of the phone number behind
+    `phone_code`, creating a member account when there is none.  Returns the tokens and
+    whether an account was made.
+
+    The bind token is checked first, in a short transaction of its own (`factory`), so that a
+    forged or spent token costs no call to WeChat (and does not use up the member's phone
+    code); WeChat is then asked for the number before `session` is first used, so that no
+    transaction is open during the call."""
+    await _require_live_bind_token(factory, bind_token)
+    phone = await wechat.phone_number(phone_code)
     number = mainland_phone(phone)
     now = clock.now()
     ticket = (

@@ -6,16 +6,28 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
-from app.models.activity import Activity, Signup
+from app.demo.loader import seed
+from app.demo.people import (
+    CONTRIBUTIONS,
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    MEMBERS,
+    SECRETARIES,
+    member_phone,
+)
+from app.demo.places import ACTIVITIES, ORGS
+from app.identity.api_clients import create_client
+from app.models.activity import Activity, Signup, SignupStatus
 from app.models.checkin import Checkin
 from app.models.contribution import Contribution
 from app.models.organization import Organization
 from app.models.user import User
-from app.seed import ACTIVITIES, CONTRIBUTIONS, MEMBERS, ORGS, SECRETARIES, member_phone, seed
 
 SECRETARY = next(iter(SECRETARIES))
 
@@ -80,3 +92,63 @@ class TestDemoData:
         assert any(a["my_signup"] for a in listed)
         assert any(a["seats_left"] == 0 for a in listed), "no full activity to try the waitlist"
         assert await _items(client, "/me/contributions", member)
+
+    async def test_derived_fields_follow_the_domain_rules(self, db: AsyncSession) -> None:
+        await seed(get_settings())
+        # Floating: every member recorded elsewhere, and nobody recorded inside the district
+        # checked in to (all the demo's in-tree records lie in the target's district).
+        rows = await db.execute(
+            select(User.phone, Checkin.floating).join(Checkin, Checkin.user_id == User.id)
+        )
+        floating = dict(rows.all())
+        assert floating == {
+            member_phone(i): spec.record_org is None for i, spec in enumerate(MEMBERS)
+        }
+        # Paths: each organization's path is its parent's followed by its own id.
+        orgs = {o.id: o for o in (await db.execute(select(Organization))).scalars()}
+        for org in orgs.values():
+            parent_path = orgs[org.parent_id].path if org.parent_id else "/"
+            assert org.path == f"{parent_path}{org.id.hex}/"
+            assert org.depth == org.path.count("/") - 2
+        # Counters: what the sign-ups say.
+        for activity in (await db.execute(select(Activity))).scalars():
+            confirmed = await db.scalar(
+                select(func.count()).where(
+                    Signup.activity_id == activity.id,
+                    Signup.status == SignupStatus.confirmed.value,
+                )
+            )
+            assert activity.confirmed_count == confirmed
+            assert activity.waitlist_count == 0
+
+
+class TestCreateClient:
+    async def test_the_secret_signs_in_once_made_and_a_name_is_taken_once(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        secret = await create_client(get_settings(), "city-roster", "stats:read orgs:read", None)
+        r = await client.post(
+            "/auth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "city-roster",
+                "client_secret": secret,
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["scope"] == "orgs:read stats:read"
+        with pytest.raises(IntegrityError):
+            await create_client(get_settings(), "city-roster", "orgs:read", None)
+
+    async def test_the_demo_client_signs_in(self, client: httpx.AsyncClient) -> None:
+        await seed(get_settings())
+        r = await client.post(
+            "/auth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": DEMO_CLIENT_ID,
+                "client_secret": DEMO_CLIENT_SECRET,
+            },
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["scope"] == "orgs:read stats:read"

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.core import clock
 from app.core.crypto import decrypt, encrypt
+from app.db.session import separate_transaction
 from app.integrations.wechat.errors import WechatUnavailable
 from app.models.wechat import WechatAccessToken
 
@@ -109,7 +110,10 @@ class AccessTokenStore:
 
     async def _read(self) -> tuple[_Cached | None, datetime | None]:
         """The cached token (None when missing) and the row's `updated_at` as seen."""
-        async with self._sessionmaker() as session, session.begin():
+        async with separate_transaction(
+            self._sessionmaker,
+            why="the token row is shared by every process, apart from any caller's transaction",
+        ) as session:
             row = (
                 await session.execute(
                     select(
@@ -142,7 +146,10 @@ class AccessTokenStore:
         read it (so a token stored meanwhile by another process is not refreshed again)."""
         if seen is None:
             return False  # the row was only just created: read it again first
-        async with self._sessionmaker() as session, session.begin():
+        async with separate_transaction(
+            self._sessionmaker,
+            why="the refresh lease must commit before WeChat is called",
+        ) as session:
             won = (
                 await session.execute(
                     update(WechatAccessToken)
@@ -162,7 +169,10 @@ class AccessTokenStore:
         return won is not None
 
     async def _release(self, values: dict[str, object]) -> None:
-        async with self._sessionmaker() as session, session.begin():
+        async with separate_transaction(
+            self._sessionmaker,
+            why="the new token and the freed lease are for every process to see at once",
+        ) as session:
             await session.execute(
                 update(WechatAccessToken)
                 .where(
