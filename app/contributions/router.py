@@ -30,13 +30,13 @@ from app.contributions.schemas import (
     StatsRead,
     SummaryRead,
 )
-from app.contributions.storage import Storage, get_storage
 from app.core import clock
 from app.core.audit import audit
 from app.core.errors import AppError, Forbidden
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
 from app.deps import DbSession, SessionFactory
+from app.integrations.storage import Storage, get_storage
 from app.models.activity import Post
 from app.models.contribution import ContributionStatus
 

@@ -44,7 +44,6 @@ from app.contributions.schemas import (
     SummaryRead,
     half_hours_of,
 )
-from app.contributions.storage import Storage
 from app.core import clock
 from app.core.audit import audit
 from app.core.crypto import mask_phone
@@ -59,6 +58,7 @@ from app.core.i18n import current_lang, text
 from app.core.outbox import record_event
 from app.core.pagination import Page, PageParams, page_of
 from app.core.review import Outcome
+from app.integrations.storage import Storage
 from app.models.activity import Post
 from app.models.contribution import (
     MAX_ATTACHMENTS,
