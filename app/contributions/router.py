@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import date
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from app.authz import load_org_in_scope, officer_scope, require_officer_of, require_scope, scope_for
-from app.authz.guards import CurrentMember, CurrentPrincipal
-from app.contributions import exports, media, service, stats
+from app.authz import officer_scope, require_officer_of
+from app.authz.guards import CurrentMember
+from app.contributions import media, service
 from app.contributions.schemas import (
     AttachmentRead,
     CategoriesRead,
@@ -24,25 +23,19 @@ from app.contributions.schemas import (
     ContributionReasoned,
     ContributionReview,
     ContributionUpdate,
-    ExportFormat,
-    ExportKind,
     ReviewResponse,
-    StatsRead,
     SummaryRead,
 )
 from app.core import clock
-from app.core.audit import audit
 from app.core.errors import AppError, Forbidden
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
-from app.deps import DbSession, SessionFactory
+from app.deps import DbSession
 from app.integrations.storage import Storage, get_storage
 from app.models.activity import Post
 from app.models.contribution import ContributionStatus
 
 router = APIRouter(tags=["contributions"])
-
-STATS_READ = "stats:read"
 
 Paging = Annotated[PageParams, Depends(page_params)]
 RecordId = Annotated[uuid.UUID, Path(description="The contribution")]
@@ -358,93 +351,4 @@ async def contributions_review(
         raise Forbidden()
     return await service.review(
         session, principal.person, scope, data.ids, data.decision, data.comment or None
-    )
-
-
-@router.get(
-    "/orgs/{org_id}/stats",
-    response_model=StatsRead,
-    responses=problems(401, 403, 404, 422),
-    tags=["orgs"],
-    summary="Figures of the organization's subtree (officers; city systems with stats:read)",
-)
-async def orgs_stats(
-    org_id: OrgId,
-    session: DbSession,
-    principal: CurrentPrincipal,
-    from_: Annotated[
-        date | None, Query(alias="from", description="First local day (default: 1 January)")
-    ] = None,
-    to: Annotated[date | None, Query(description="Last local day (default: today)")] = None,
-) -> StatsRead:
-    require_scope(principal, STATS_READ)
-    scope = await scope_for(session, principal, STATS_READ)
-    org = await load_org_in_scope(session, org_id, scope)
-    return await stats.org_stats(session, org, from_, to)
-
-
-_EXPORT_TYPES: dict[str, dict[str, Any]] = {
-    "text/csv": {},
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {},
-}
-_MEDIA = {
-    "csv": "text/csv; charset=utf-8",
-    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-}
-
-
-@router.get(
-    "/orgs/{org_id}/exports/{kind}",
-    response_class=StreamingResponse,
-    responses={200: {"content": _EXPORT_TYPES}, **problems(401, 403, 404, 422)},
-    tags=["orgs"],
-    summary="A spreadsheet of the subtree: members, contributions or attendance",
-)
-async def orgs_exports_get(
-    org_id: OrgId,
-    kind: Annotated[ExportKind, Path(description="members, contributions or attendance")],
-    session: DbSession,
-    factory: SessionFactory,
-    principal: CurrentMember,
-    format: Annotated[ExportFormat, Query(description="xlsx (default) or csv")] = "xlsx",
-    status: Annotated[
-        ContributionStatus | None, Query(description="contributions: only this state")
-    ] = None,
-    from_: Annotated[date | None, Query(alias="from", description="First local day")] = None,
-    to: Annotated[date | None, Query(description="Last local day")] = None,
-) -> StreamingResponse:
-    """Phone and ID numbers masked, headers in Chinese; every export is written to the audit
-    log (who exported what, PIPL)."""
-    org = await require_officer_of(session, principal, org_id)
-    query = exports.ExportQuery(
-        kind=kind,
-        path=org.path,
-        status=status.value if status and kind == "contributions" else None,
-        first=from_,
-        last=to,
-    )
-    audit(
-        session,
-        action=f"export.{kind}",
-        object_type="export",
-        object_id=None,
-        org_id=org.id,
-        actor_id=principal.person.id,
-        comment=(f"format={format} status={query.status or ''} from={from_ or ''} to={to or ''}"),
-    )
-    stream = (
-        exports.csv_stream(factory, query)
-        if format == "csv"
-        else exports.xlsx_stream(factory, query)
-    )
-    filename = f"{exports.TITLES[kind]}-{clock.local_today().isoformat()}.{format}"
-    return StreamingResponse(
-        stream,
-        media_type=_MEDIA[format],
-        headers={
-            "Content-Disposition": (
-                f"attachment; filename=\"{kind}.{format}\"; filename*=UTF-8''{quote(filename)}"
-            ),
-            "Cache-Control": "no-store",
-        },
     )

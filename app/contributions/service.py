@@ -364,7 +364,7 @@ async def list_mine(
 async def summary(session: AsyncSession, user_id: uuid.UUID, year: int) -> SummaryRead:
     rows = await repo.summary(session, user_id, year)
     cells = [
-        SummaryCell(post=r.post, status=r.status, count=r.n, hours=_hours(r.hh))
+        SummaryCell(post=r.post, status=r.status, count=r.records, hours=_hours(r.half_hours))
         for r in sorted(rows, key=lambda r: (r.post, r.status))
     ]
     totals = []
