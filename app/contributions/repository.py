@@ -1,10 +1,9 @@
 """The SQL of contribution records: the member's reads of the union of records and activity
-credits, the look-ups behind the rules, the daily-limit lock, conditional state changes and
-evidence rows.
+credits, the look-ups behind the rules, the daily-limit lock, and conditional state changes.
 
 The union itself (manual records and activity credits shaped to the same columns) is built in
-`records`, whose builders are imported here under short private names.  Statistics and
-exports live in `app.reports`.
+`records`, whose builders are imported here under short private names.  Evidence has its own
+repository (`evidence.repository`); statistics and exports live in `app.reports`.
 """
 
 from __future__ import annotations
@@ -30,13 +29,7 @@ from app.core import clock
 from app.core.pagination import PageParams
 from app.models.activity import ActivityCredit
 from app.models.checkin import Checkin
-from app.models.contribution import (
-    ACTIVE_STATES,
-    Contribution,
-    ContributionAttachment,
-    ContributionDay,
-    ContributionStatus,
-)
+from app.models.contribution import ACTIVE_STATES, Contribution, ContributionDay
 from app.models.enums import CheckinStatus
 from app.models.organization import Organization
 from app.models.user import User
@@ -286,71 +279,3 @@ async def visible_states(
         )
     )
     return {row.id: (row.status, row.user_id) for row in rows}
-
-
-async def reserve_attachment(
-    session: AsyncSession, record_id: uuid.UUID, user_id: uuid.UUID, limit: int
-) -> bool:
-    """Count one more attachment, conditionally: never more than `limit`, only while the
-    record is editable."""
-    stmt = (
-        update(Contribution)
-        .where(
-            Contribution.id == record_id,
-            Contribution.user_id == user_id,
-            Contribution.status.in_((PENDING, ContributionStatus.returned.value)),
-            Contribution.attachment_count < limit,
-        )
-        .values(attachment_count=Contribution.attachment_count + 1)
-        .returning(Contribution.id)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.execute(stmt)).first() is not None
-
-
-async def attachment_with_owner(
-    session: AsyncSession, record_id: uuid.UUID, attachment_id: uuid.UUID
-) -> AnyRow | None:
-    stmt = (
-        select(
-            ContributionAttachment.id,
-            ContributionAttachment.storage_key,
-            ContributionAttachment.content_type,
-            ContributionAttachment.size,
-            ContributionAttachment.original_name,
-            Contribution.user_id,
-            Organization.path,
-        )
-        .join(Contribution, Contribution.id == ContributionAttachment.contribution_id)
-        .join(Organization, Organization.id == Contribution.org_id)
-        .where(
-            ContributionAttachment.id == attachment_id,
-            ContributionAttachment.contribution_id == record_id,
-        )
-    )
-    return (await session.execute(stmt)).one_or_none()
-
-
-async def record_owner_path(session: AsyncSession, record_id: uuid.UUID) -> AnyRow | None:
-    stmt = (
-        select(Contribution.user_id, Organization.path)
-        .join(Organization, Organization.id == Contribution.org_id)
-        .where(Contribution.id == record_id)
-    )
-    return (await session.execute(stmt)).one_or_none()
-
-
-async def attachments_of(session: AsyncSession, record_id: uuid.UUID) -> Sequence[AnyRow]:
-    stmt = (
-        select(
-            ContributionAttachment.id,
-            ContributionAttachment.content_type,
-            ContributionAttachment.size,
-            ContributionAttachment.sha256,
-            ContributionAttachment.original_name,
-            ContributionAttachment.created_at,
-        )
-        .where(ContributionAttachment.contribution_id == record_id)
-        .order_by(ContributionAttachment.created_at, ContributionAttachment.id)
-    )
-    return (await session.execute(stmt)).all()

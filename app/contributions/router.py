@@ -1,20 +1,21 @@
-"""HTTP of dual-post contributions (双岗位), their evidence, review, statistics and exports."""
+"""HTTP of dual-post contributions (双岗位): a member's records and their review.
+
+Evidence has its own router (`evidence.router`), included below; statistics and exports are
+in `app.reports`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from typing import Annotated, Any
-from urllib.parse import quote
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
-from fastapi.responses import StreamingResponse
 
 from app.authz import officer_scope, require_officer_of
 from app.authz.guards import CurrentMember
-from app.contributions import media, service
+from app.contributions import service
+from app.contributions.evidence.router import router as evidence_router
 from app.contributions.schemas import (
-    AttachmentRead,
     CategoriesRead,
     ContributionApprove,
     ContributionCreate,
@@ -27,11 +28,10 @@ from app.contributions.schemas import (
     SummaryRead,
 )
 from app.core import clock
-from app.core.errors import AppError, Forbidden
+from app.core.errors import Forbidden
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
 from app.deps import DbSession
-from app.integrations.storage import Storage, get_storage
 from app.models.activity import Post
 from app.models.contribution import ContributionStatus
 
@@ -39,9 +39,7 @@ router = APIRouter(tags=["contributions"])
 
 Paging = Annotated[PageParams, Depends(page_params)]
 RecordId = Annotated[uuid.UUID, Path(description="The contribution")]
-AttachmentId = Annotated[uuid.UUID, Path(description="The attachment")]
 OrgId = Annotated[uuid.UUID, Path(description="The organization whose subtree is read")]
-StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
 @router.get(
@@ -149,124 +147,8 @@ async def contributions_withdraw(
     return await service.withdraw(session, principal.person, record_id)
 
 
-_UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "JPEG, PNG, WebP or PDF, at most 10 MB",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
-
-
-@router.post(
-    "/contributions/{record_id}/attachments",
-    status_code=status.HTTP_201_CREATED,
-    response_model=AttachmentRead,
-    responses=problems(401, 403, 404, 409, 413, 415, 422),
-    openapi_extra=_UPLOAD_BODY,
-    summary="Add evidence to my pending or returned record (at most 9)",
-)
-async def contributions_attachments_create(
-    record_id: RecordId,
-    request: Request,
-    session: DbSession,
-    principal: CurrentMember,
-    storage: StorageDep,
-) -> AttachmentRead:
-    """The type is read from the content (415 `attachment_type_unsupported` unless JPEG, PNG,
-    WebP or PDF); 413 `attachment_too_large` past 10 MB, before the body is read when
-    Content-Length says so; location metadata (EXIF GPS, XMP) is removed from images."""
-    user = principal.person
-    await service.check_attachable(session, user.id, record_id)
-    # Do not hold a transaction while a phone uploads (SQLite: the write lock; PostgreSQL: a
-    # pooled connection idle in transaction).  Only reads happened so far.
-    await session.commit()
-    upload = await media.receive_upload(
-        request.headers.get("content-type", ""),
-        request.headers.get("content-length"),
-        request.stream(),
-    )
-    try:
-        content_type = media.sniff(upload.head)
-        if content_type is None:
-            raise AppError("attachment_type_unsupported")
-        checked = await asyncio.to_thread(media.check_and_clean, upload.path, content_type)
-        return await service.add_attachment(
-            session,
-            storage,
-            user,
-            record_id,
-            checked,
-            upload.path,
-            media.sanitize_name(upload.filename),
-        )
-    finally:
-        await asyncio.to_thread(upload.discard)
-
-
-@router.get(
-    "/contributions/{record_id}/attachments",
-    response_model=list[AttachmentRead],
-    responses=problems(401, 403, 404),
-    summary="Evidence of a record (its member, or an officer of its organization's tree)",
-)
-async def contributions_attachments_list(
-    record_id: RecordId, session: DbSession, principal: CurrentMember
-) -> list[AttachmentRead]:
-    async def scope_of() -> Any:
-        return await officer_scope(session, principal)
-
-    return await service.attachments_list(session, principal.person, record_id, scope_of)
-
-
-_FILE_TYPES: dict[str, dict[str, Any]] = {
-    t: {} for t in (media.JPEG, media.PNG, media.WEBP, media.PDF)
-}
-
-
-@router.get(
-    "/contributions/{record_id}/attachments/{attachment_id}",
-    response_class=StreamingResponse,
-    responses={200: {"content": _FILE_TYPES}, **problems(401, 403, 404)},
-    summary="Download a piece of evidence (its member, or an officer in scope; others 404)",
-)
-async def contributions_attachments_get(
-    record_id: RecordId,
-    attachment_id: AttachmentId,
-    session: DbSession,
-    principal: CurrentMember,
-    storage: StorageDep,
-) -> StreamingResponse:
-    async def scope_of() -> Any:
-        return await officer_scope(session, principal)
-
-    row = await service.attachment_for_download(
-        session, principal.person, record_id, attachment_id, scope_of
-    )
-    name = row.original_name or f"{row.id.hex}.{media.EXTENSIONS[row.content_type]}"
-    return StreamingResponse(
-        storage.open(row.storage_key),
-        media_type=row.content_type,
-        headers={
-            "Content-Length": str(row.size),
-            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
-            "X-Content-Type-Options": "nosniff",
-            "Cache-Control": "private, max-age=0",
-        },
-    )
+# Evidence (upload, list, download) has its own router; its routes sit here in the document.
+router.include_router(evidence_router)
 
 
 @router.get(

@@ -120,15 +120,6 @@ class OrgRef(BaseModel):
     name: str
 
 
-class AttachmentRead(BaseModel):
-    id: uuid.UUID
-    content_type: str
-    size: int
-    sha256: str
-    original_name: str | None
-    created_at: datetime
-
-
 class ContributionRead(BaseModel):
     """A record as its member sees it; `source` activity records are attendance credits."""
 

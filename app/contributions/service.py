@@ -25,9 +25,7 @@ from app.authz import Scope
 from app.config import get_settings
 from app.contributions import categories
 from app.contributions import repository as repo
-from app.contributions.media import EXTENSIONS, Checked
 from app.contributions.schemas import (
-    AttachmentRead,
     CategoriesRead,
     CategoryRead,
     ContributionCreate,
@@ -48,7 +46,6 @@ from app.core import clock
 from app.core.audit import audit
 from app.core.crypto import mask_phone
 from app.core.errors import (
-    AppError,
     InvalidTransition,
     NotFound,
     ValidationFailed,
@@ -58,12 +55,9 @@ from app.core.i18n import current_lang, text
 from app.core.outbox import record_event
 from app.core.pagination import Page, PageParams, page_of
 from app.core.review import Outcome
-from app.integrations.storage import Storage
 from app.models.activity import Post
 from app.models.contribution import (
-    MAX_ATTACHMENTS,
     Contribution,
-    ContributionAttachment,
     ContributionStatus,
 )
 from app.models.user import User
@@ -79,11 +73,6 @@ register_codes(
             422,
             "同一天累计时长不能超过 24 小时（含活动时长）",
             "At most 24 hours a day, activity credits included",
-        ),
-        "attachment_limit": (
-            409,
-            "每条记录最多上传 9 个附件",
-            "At most 9 attachments per record",
         ),
     }
 )
@@ -466,100 +455,6 @@ async def withdraw(session: AsyncSession, user: User, record_id: uuid.UUID) -> C
         to_state=ContributionStatus.withdrawn,
     )
     return await get_mine(session, user.id, record.id)
-
-
-# --- evidence ---------------------------------------------------------------------------------
-
-
-async def check_attachable(session: AsyncSession, user_id: uuid.UUID, record_id: uuid.UUID) -> None:
-    """Before an upload is read: the member's own record, editable, with room for one more."""
-    record = await repo.own(session, user_id, record_id)
-    if record is None:
-        raise NotFound()
-    if record.status not in EDITABLE:
-        raise InvalidTransition()
-    if record.attachment_count >= MAX_ATTACHMENTS:
-        raise AppError("attachment_limit")
-
-
-async def add_attachment(
-    session: AsyncSession,
-    storage: Storage,
-    user: User,
-    record_id: uuid.UUID,
-    checked: Checked,
-    source: Any,
-    original_name: str | None,
-) -> AttachmentRead:
-    if not await repo.reserve_attachment(session, record_id, user.id, MAX_ATTACHMENTS):
-        await check_attachable(session, user.id, record_id)
-        raise InvalidTransition()
-    attachment_id = uuid.uuid4()
-    key = f"contributions/{record_id.hex}/{attachment_id.hex}.{EXTENSIONS[checked.content_type]}"
-    attachment = ContributionAttachment(
-        id=attachment_id,
-        contribution_id=record_id,
-        storage_key=key,
-        content_type=checked.content_type,
-        size=checked.size,
-        sha256=checked.sha256,
-        original_name=original_name,
-        created_at=clock.now(),
-    )
-    session.add(attachment)
-    await session.flush()
-    # Stored last: a failure here rolls the row back.  (A failed commit afterwards can leave
-    # an unreferenced file behind; it is never served, since only rows are.)
-    await storage.put_file(key, source)
-    return AttachmentRead(
-        id=attachment.id,
-        content_type=attachment.content_type,
-        size=attachment.size,
-        sha256=attachment.sha256,
-        original_name=attachment.original_name,
-        created_at=attachment.created_at,
-    )
-
-
-async def _can_read_record(
-    session: AsyncSession, user: User, owner_id: uuid.UUID, path: str, scope_of: Any
-) -> bool:
-    if owner_id == user.id:
-        return True
-    scope: Scope = await scope_of()
-    return scope.covers_path(path)
-
-
-async def attachment_for_download(
-    session: AsyncSession, user: User, record_id: uuid.UUID, attachment_id: uuid.UUID, scope_of: Any
-) -> Any:
-    """The attachment row for the owner or an officer in scope; 404 for anyone else."""
-    row = await repo.attachment_with_owner(session, record_id, attachment_id)
-    if row is None or not await _can_read_record(session, user, row.user_id, row.path, scope_of):
-        raise NotFound()
-    return row
-
-
-async def attachments_list(
-    session: AsyncSession, user: User, record_id: uuid.UUID, scope_of: Any
-) -> list[AttachmentRead]:
-    found = await repo.record_owner_path(session, record_id)
-    if found is None or not await _can_read_record(
-        session, user, found.user_id, found.path, scope_of
-    ):
-        raise NotFound()
-    rows = await repo.attachments_of(session, record_id)
-    return [
-        AttachmentRead(
-            id=r.id,
-            content_type=r.content_type,
-            size=r.size,
-            sha256=r.sha256,
-            original_name=r.original_name,
-            created_at=r.created_at,
-        )
-        for r in rows
-    ]
 
 
 # --- officers ---------------------------------------------------------------------------------
