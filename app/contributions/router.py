@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.authz import officer_scope, require_officer_of
 from app.authz.guards import CurrentMember
-from app.contributions import service
+from app.contributions import categories, service
 from app.contributions.evidence.router import router as evidence_router
 from app.contributions.schemas import (
     CategoriesRead,
@@ -31,7 +31,7 @@ from app.core import clock
 from app.core.errors import Forbidden
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
-from app.deps import DbSession
+from app.deps import AppSettings, DbSession
 from app.models.activity import Post
 from app.models.contribution import ContributionStatus
 
@@ -49,7 +49,7 @@ OrgId = Annotated[uuid.UUID, Path(description="The organization whose subtree is
     summary="Categories of each post, for pickers (zh-CN and English names)",
 )
 async def contribution_categories_list(principal: CurrentMember) -> CategoriesRead:
-    return service.category_list()
+    return categories.category_list()
 
 
 @router.post(
@@ -65,11 +65,14 @@ async def contributions_create(
     principal: CurrentMember,
     request: Request,
     response: Response,
+    settings: AppSettings,
 ) -> ContributionRead:
     """422 `contribution_org_invalid` unless the member is approved at `org_id` or it is their
     record organization; 422 `daily_hours_exceeded` past 24 hours that day (activity credits
     included); `occurred_on` not in the future nor older than the configured limit."""
-    created = await service.submit(session, principal.person, data)
+    created = await service.submit(
+        session, principal.person, data, max_age_days=settings.contribution_max_age_days
+    )
     response.headers["Location"] = str(request.url_for("contributions_get", record_id=created.id))
     return created
 
@@ -130,9 +133,19 @@ async def me_contributions_summary(
     summary="Edit my pending or returned record (a returned one is resubmitted)",
 )
 async def contributions_update(
-    record_id: RecordId, data: ContributionUpdate, session: DbSession, principal: CurrentMember
+    record_id: RecordId,
+    data: ContributionUpdate,
+    session: DbSession,
+    principal: CurrentMember,
+    settings: AppSettings,
 ) -> ContributionRead:
-    return await service.update(session, principal.person, record_id, data)
+    return await service.update(
+        session,
+        principal.person,
+        record_id,
+        data,
+        max_age_days=settings.contribution_max_age_days,
+    )
 
 
 @router.post(

@@ -1,40 +1,32 @@
-"""双岗位: the rules and the state machine of contributions.
+"""双岗位: the state machine of a member's contribution records, and their review.
 
-States (API.md): pending → approved | rejected | returned | withdrawn; returned → pending
-(edited and resubmitted) | withdrawn.  Anything else is 409 `invalid_transition`.  Every change
-is one conditional UPDATE (… WHERE status = :from), so that of two concurrent actors exactly one
+States: pending → approved | rejected | returned | withdrawn; returned → pending (edited and
+resubmitted) | withdrawn.  Anything else is 409 `invalid_transition`.  Every change is one
+conditional UPDATE (… WHERE status = :from), so that of two concurrent actors exactly one
 wins; decisions and submissions go to the audit log and the outbox in the same transaction.
-
-The daily limit (24 hours per member and day, activity credits included) is checked under the
-member-day lock (repository.lock_day): the lock serialises everyone adding hours to that day,
-and the sum is read after it is taken, so two concurrent submissions cannot both pass.
-Credits are written by the activities module without this lock; attendance is a fact, so a
-credit is never refused, and it counts against any manual record submitted later.
+What a record must satisfy when it is logged or edited is in `rules`.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.authz import Scope
-from app.config import get_settings
-from app.contributions import categories
 from app.contributions import repository as repo
+from app.contributions import rules
+from app.contributions.rules import EDITABLE
 from app.contributions.schemas import (
-    CategoriesRead,
-    CategoryRead,
     ContributionCreate,
     ContributionQueueItem,
     ContributionRead,
     ContributionUpdate,
     MemberCard,
     OrgRef,
-    PostCategories,
     PostTotal,
     ReviewResponse,
     ReviewResult,
@@ -45,41 +37,16 @@ from app.contributions.schemas import (
 from app.core import clock
 from app.core.audit import audit
 from app.core.crypto import mask_phone
-from app.core.errors import (
-    InvalidTransition,
-    NotFound,
-    ValidationFailed,
-    register_codes,
-)
-from app.core.i18n import current_lang, text
+from app.core.errors import InvalidTransition, NotFound, ValidationFailed
+from app.core.i18n import text
 from app.core.outbox import record_event
 from app.core.pagination import Page, PageParams, page_of
 from app.core.review import Outcome
 from app.models.activity import Post
-from app.models.contribution import (
-    Contribution,
-    ContributionStatus,
-)
+from app.models.contribution import Contribution, ContributionStatus
 from app.models.user import User
 
-register_codes(
-    {
-        "contribution_org_invalid": (
-            422,
-            "只能记录在已登记报到通过的组织或组织关系所在组织",
-            "Use an organization where you are registered (approved) or your record organization",
-        ),
-        "daily_hours_exceeded": (
-            422,
-            "同一天累计时长不能超过 24 小时（含活动时长）",
-            "At most 24 hours a day, activity credits included",
-        ),
-    }
-)
-
 OBJECT_TYPE = "contribution"
-MAX_HALF_HOURS_PER_DAY = 48
-EDITABLE = (ContributionStatus.pending, ContributionStatus.returned)
 
 Decision = Literal["approve", "reject", "return"]
 _DECISIONS: dict[Decision, ContributionStatus] = {
@@ -178,101 +145,18 @@ def _queue_item(row: Any) -> ContributionQueueItem:
     )
 
 
-def category_list() -> CategoriesRead:
-    english = current_lang.get() == "en"
-    post_names = {
-        Post.enterprise: ("企业职责岗", "Enterprise duty post"),
-        Post.community: ("社会义务岗", "Social service post"),
-    }
-    posts = []
-    for post, items in categories.CATEGORIES.items():
-        zh, en = post_names[post]
-        posts.append(
-            PostCategories(
-                post=post,
-                name=en if english else zh,
-                name_zh=zh,
-                name_en=en,
-                categories=[
-                    CategoryRead(
-                        code=c.code,
-                        name=c.name_en if english else c.name_zh,
-                        name_zh=c.name_zh,
-                        name_en=c.name_en,
-                    )
-                    for c in items
-                ],
-            )
-        )
-    return CategoriesRead(posts=posts)
-
-
-# --- the rules --------------------------------------------------------------------------------
-
-
-def _check_category(post: str, category: str) -> None:
-    if not categories.is_valid(post, category):
-        raise ValidationFailed(
-            "category",
-            text(
-                "该岗位下没有此类别", "Not a category of this post (see /contribution-categories)"
-            ),
-        )
-
-
-def _check_day(day: date) -> None:
-    today = clock.local_today()
-    if day > today:
-        raise ValidationFailed("occurred_on", text("日期不能晚于今天", "The date is in the future"))
-    limit = get_settings().contribution_max_age_days
-    if day < today - timedelta(days=limit):
-        raise ValidationFailed(
-            "occurred_on",
-            text(f"只能记录 {limit} 天内的事项", f"Only the last {limit} days can be logged"),
-        )
-
-
-async def _check_org(session: AsyncSession, user: User, org_id: uuid.UUID) -> str:
-    found = await repo.permitted_org(session, user, org_id)
-    if found is None:
-        raise ValidationFailed(
-            "org_id",
-            text(
-                "须为已登记报到通过的组织或组织关系所在组织",
-                "Use an organization where you are registered or your record organization",
-            ),
-            code="contribution_org_invalid",
-        )
-    return found[1]
-
-
-async def _check_daily_limit(
-    session: AsyncSession,
-    user_id: uuid.UUID,
-    day: date,
-    half_hours: int,
-    exclude: uuid.UUID | None = None,
-) -> None:
-    await repo.lock_day(session, user_id, day)
-    already = await repo.day_half_hours(session, user_id, day, exclude)
-    if already + half_hours > MAX_HALF_HOURS_PER_DAY:
-        left = max(0, MAX_HALF_HOURS_PER_DAY - already) / 2
-        raise ValidationFailed(
-            "hours",
-            text(f"当天最多还能记录 {left:g} 小时", f"At most {left:g} more hours on that day"),
-            code="daily_hours_exceeded",
-        )
-
-
 # --- members ----------------------------------------------------------------------------------
 
 
-async def submit(session: AsyncSession, user: User, data: ContributionCreate) -> ContributionRead:
-    _check_category(data.post, data.category)
-    _check_day(data.occurred_on)
-    org_name = await _check_org(session, user, data.org_id)
+async def submit(
+    session: AsyncSession, user: User, data: ContributionCreate, *, max_age_days: int
+) -> ContributionRead:
+    """Log a pending record (`max_age_days`: how far back a day may be)."""
+    rules.check_category(data.post, data.category)
+    rules.check_day(data.occurred_on, max_age_days)
+    org_name = await rules.check_org(session, user, data.org_id)
     half_hours = half_hours_of(data.hours)
-    await _check_daily_limit(session, user.id, data.occurred_on, half_hours)
+    await rules.check_daily_limit(session, user.id, data.occurred_on, half_hours)
     now = clock.now()
     record = Contribution(
         id=uuid.uuid4(),
@@ -370,8 +254,14 @@ async def summary(session: AsyncSession, user_id: uuid.UUID, year: int) -> Summa
 
 
 async def update(
-    session: AsyncSession, user: User, record_id: uuid.UUID, data: ContributionUpdate
+    session: AsyncSession,
+    user: User,
+    record_id: uuid.UUID,
+    data: ContributionUpdate,
+    *,
+    max_age_days: int,
 ) -> ContributionRead:
+    """Edit the member's pending or returned record; a returned one is resubmitted."""
     record = await repo.own(session, user.id, record_id)
     if record is None:
         raise NotFound()
@@ -388,13 +278,13 @@ async def update(
     half_hours = half_hours_of(changes["hours"]) if "hours" in changes else record.half_hours
     org_id: uuid.UUID = changes.get("org_id", record.org_id)
     if "post" in changes or "category" in changes:
-        _check_category(post, category)
+        rules.check_category(post, category)
     if "occurred_on" in changes:
-        _check_day(occurred_on)
+        rules.check_day(occurred_on, max_age_days)
     if "org_id" in changes:
-        await _check_org(session, user, org_id)
+        await rules.check_org(session, user, org_id)
     if occurred_on != record.occurred_on or half_hours > record.half_hours:
-        await _check_daily_limit(session, user.id, occurred_on, half_hours, exclude=record.id)
+        await rules.check_daily_limit(session, user.id, occurred_on, half_hours, exclude=record.id)
     values: dict[str, Any] = {
         "post": post,
         "category": category,

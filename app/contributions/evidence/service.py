@@ -22,7 +22,7 @@ from app.contributions import repository as records_repo
 from app.contributions.evidence import media
 from app.contributions.evidence import repository as repo
 from app.contributions.evidence.schemas import AttachmentRead
-from app.contributions.service import EDITABLE
+from app.contributions.rules import EDITABLE
 from app.core import clock
 from app.core.errors import AppError, InvalidTransition, NotFound, register_codes
 from app.integrations.storage import Storage
