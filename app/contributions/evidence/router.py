@@ -66,15 +66,17 @@ async def contributions_attachments_create(
     """The type is read from the content (415 `attachment_type_unsupported` unless JPEG, PNG,
     WebP or PDF); 413 `attachment_too_large` past 10 MB, before the body is read when
     Content-Length says so; location metadata (EXIF GPS, XMP) is removed from images."""
-    return await service.upload(
-        session,
-        storage,
-        principal.person,
-        record_id,
-        content_type=request.headers.get("content-type", ""),
-        content_length=request.headers.get("content-length"),
-        body=request.stream(),
+    user = principal.person
+    await service.check_attachable(session, user.id, record_id)
+    # Do not hold a transaction while a phone uploads (SQLite: the write lock; PostgreSQL: a
+    # pooled connection idle in transaction).  Only reads happened so far.
+    await session.commit()
+    upload = await media.receive_upload(
+        request.headers.get("content-type", ""),
+        request.headers.get("content-length"),
+        request.stream(),
     )
+    return await service.add(session, storage, user, record_id, upload)
 
 
 @router.get(

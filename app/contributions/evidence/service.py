@@ -3,8 +3,9 @@ returned, at most nine per record; the member and the officers over the record's
 read it, anyone else gets 404.
 
 An upload is checked before its body is read (the record exists, is the caller's, is editable,
-has room), then streamed to a temporary file, typed by its content, cleaned of location
-metadata, and stored last: a failure before that rolls the row back.
+has room); the router then ends the request's reads and streams the body to a temporary file
+(`media.receive_upload`); `add` types it by its content, cleans location metadata and stores
+it last, so that a failure before that rolls the row back.
 """
 
 from __future__ import annotations
@@ -72,44 +73,37 @@ async def check_attachable(session: AsyncSession, user_id: uuid.UUID, record_id:
         raise AppError("attachment_limit")
 
 
-async def upload(
+async def add(
     session: AsyncSession,
     storage: Storage,
     user: User,
     record_id: uuid.UUID,
-    *,
-    content_type: str,
-    content_length: str | None,
-    body: AsyncIterator[bytes],
+    upload: media.Upload,
 ) -> AttachmentRead:
-    """Add the file in the multipart `body` (field `file`) to the member's record.
+    """Add a received file to the member's record (checked by `check_attachable` before it
+    was read); the temporary file is discarded whatever happens.
 
-    415 `attachment_type_unsupported` unless the content is JPEG, PNG, WebP or PDF; 413
-    `attachment_too_large` past 10 MB (before reading when `content_length` says so)."""
-    await check_attachable(session, user.id, record_id)
-    # Do not hold a transaction while a phone uploads (SQLite: the write lock; PostgreSQL: a
-    # pooled connection idle in transaction).  Only reads happened so far.
-    await session.commit()
-    received = await media.receive_upload(content_type, content_length, body)
+    415 `attachment_type_unsupported` unless the content is JPEG, PNG, WebP or PDF; 422
+    `attachment_corrupt` for an image that does not decode."""
     try:
-        sniffed = media.sniff(received.head)
-        if sniffed is None:
+        content_type = media.sniff(upload.head)
+        if content_type is None:
             raise AppError("attachment_type_unsupported")
-        checked = await asyncio.to_thread(media.check_and_clean, received.path, sniffed)
-        return await _add(
+        checked = await asyncio.to_thread(media.check_and_clean, upload.path, content_type)
+        return await _store(
             session,
             storage,
             user,
             record_id,
             checked,
-            received.path,
-            media.sanitize_name(received.filename),
+            upload.path,
+            media.sanitize_name(upload.filename),
         )
     finally:
-        await asyncio.to_thread(received.discard)
+        await asyncio.to_thread(upload.discard)
 
 
-async def _add(
+async def _store(
     session: AsyncSession,
     storage: Storage,
     user: User,
