@@ -2,8 +2,8 @@
 credits, the look-ups behind the rules, the daily-limit lock, and conditional state changes.
 
 The union itself (manual records and activity credits shaped to the same columns) is built in
-`records`, whose builders are imported here under short private names.  Evidence has its own
-repository (`evidence.repository`); statistics and exports live in `app.reports`.
+`records`.  Evidence has its own repository (`evidence.repository`); statistics and exports
+live in `app.reports`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.authz import Scope, in_subtree
+from app.contributions import records
 from app.contributions.records import APPROVED, PENDING, RecordRow, credit_half_hours
-from app.contributions.records import credits as _credits
 from app.contributions.records import cursor_key as cursor_key
-from app.contributions.records import manual as _manual
-from app.contributions.records import page as _page
-from app.contributions.records import union as _records
-from app.contributions.records import with_duplicate_hint as _with_duplicate_hint
 from app.core import clock
 from app.core.pagination import PageParams
 from app.models.activity import ActivityCredit
@@ -35,6 +31,13 @@ from app.models.organization import Organization
 from app.models.user import User
 
 AnyRow: TypeAlias = "Row[*tuple[Any, ...]]"
+
+# The union's builders under the short names the officers' queue queries use.
+_manual = records.manual
+_credits = records.credits
+_records = records.union
+_page = records.page
+_with_duplicate_hint = records.with_duplicate_hint
 
 
 class SummaryRow(NamedTuple):
@@ -62,17 +65,19 @@ async def mine_page(
         first, last = date(year, 1, 1), date(year, 12, 31)
         manual_where.append(Contribution.occurred_on.between(first, last))
         credit_where.append(ActivityCredit.occurred_on.between(first, last))
-    sub = _records(_manual(*manual_where), _credits(*credit_where), status=status)
-    rows = await session.execute(_page(sub, params, descending=True))
+    sub = records.union(
+        records.manual(*manual_where), records.credits(*credit_where), status=status
+    )
+    rows = await session.execute(records.page(sub, params, descending=True))
     return [RecordRow(**r._mapping) for r in rows]
 
 
 async def mine_one(
     session: AsyncSession, user_id: uuid.UUID, record_id: uuid.UUID
 ) -> RecordRow | None:
-    sub = _records(
-        _manual(Contribution.id == record_id, Contribution.user_id == user_id),
-        _credits(ActivityCredit.id == record_id, ActivityCredit.user_id == user_id),
+    sub = records.union(
+        records.manual(Contribution.id == record_id, Contribution.user_id == user_id),
+        records.credits(ActivityCredit.id == record_id, ActivityCredit.user_id == user_id),
         status=None,
     )
     row = (await session.execute(select(sub))).one_or_none()
