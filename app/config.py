@@ -87,7 +87,7 @@ class Settings(BaseSettings):
 
     # Dual-post contributions (app/contributions): evidence files live in a local directory,
     # or with storage_backend "s3" in a bucket of an S3-compatible store (AWS S3, MinIO,
-    # Aliyun OSS, …; app/contributions/storage.py).
+    # Aliyun OSS, …; app/integrations/storage.py).
     storage_backend: Literal["local", "s3"] = "local"
     storage_dir: Path = Path("./var/uploads")
     s3_endpoint_url: str | None = None  # None: AWS S3 in s3_region

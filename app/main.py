@@ -9,13 +9,13 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app.config import Settings, get_settings
-from app.contributions.storage import storage_for
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import ETagMiddleware, IdempotencyMiddleware, RequestContextMiddleware
 from app.core.openapi import install_openapi
 from app.core.setup import install
 from app.db.session import create_engine, create_sessionmaker
+from app.integrations.storage import storage_for
 from app.integrations.wechat.client import WechatClient
 from app.ops.router import router as ops_router
 from app.routers import api_router

@@ -162,6 +162,16 @@ async def require_officer_above(
     return org
 
 
+def require_owner_or_officer(
+    actor_id: uuid.UUID, scope: Scope, *, owner_id: uuid.UUID, org_path: str
+) -> None:
+    """For reading a member's object (a record and its evidence): its member, or an officer
+    whose `scope` covers its organization at `org_path`.  404 for anyone else, as for an
+    unknown id."""
+    if owner_id != actor_id and not scope.covers_path(org_path):
+        raise NotFound()
+
+
 def require_scope(principal: Principal, needed: str) -> None:
     """403 `scope_missing` for a city client without `needed`; people pass."""
     if principal.client is not None and needed not in principal.scopes:

@@ -1,9 +1,12 @@
-"""The categories of each post (DOMAIN.md): codes are the API's words, names are for pickers."""
+"""The categories of each post: codes are the API's words, names (zh-CN and English) are for
+pickers and spreadsheets."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from app.contributions.schemas import CategoriesRead, CategoryRead, PostCategories
+from app.core.i18n import current_lang
 from app.models.activity import Post
 
 
@@ -53,3 +56,33 @@ def name_zh(post: str, category: str) -> str:
     except ValueError:
         return category
     return next((c.name_zh for c in items if c.code == category), category)
+
+
+def category_list() -> CategoriesRead:
+    """Every post with its categories, named in the language of the request."""
+    english = current_lang.get() == "en"
+    post_names = {
+        Post.enterprise: ("企业职责岗", "Enterprise duty post"),
+        Post.community: ("社会义务岗", "Social service post"),
+    }
+    posts = []
+    for post, items in CATEGORIES.items():
+        zh, en = post_names[post]
+        posts.append(
+            PostCategories(
+                post=post,
+                name=en if english else zh,
+                name_zh=zh,
+                name_en=en,
+                categories=[
+                    CategoryRead(
+                        code=c.code,
+                        name=c.name_en if english else c.name_zh,
+                        name_zh=c.name_zh,
+                        name_en=c.name_en,
+                    )
+                    for c in items
+                ],
+            )
+        )
+    return CategoriesRead(posts=posts)

@@ -1,21 +1,21 @@
-"""HTTP of dual-post contributions (双岗位), their evidence, review, statistics and exports."""
+"""HTTP of dual-post contributions (双岗位): a member's records and their review.
+
+Evidence has its own router (`evidence.router`), included below; statistics and exports are
+in `app.reports`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from datetime import date
-from typing import Annotated, Any
-from urllib.parse import quote
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
-from fastapi.responses import StreamingResponse
 
-from app.authz import load_org_in_scope, officer_scope, require_officer_of, require_scope, scope_for
-from app.authz.guards import CurrentMember, CurrentPrincipal
-from app.contributions import exports, media, service, stats
+from app.authz import officer_scope, require_officer_of
+from app.authz.guards import CurrentMember
+from app.contributions import categories, service
+from app.contributions.evidence.router import router as evidence_router
 from app.contributions.schemas import (
-    AttachmentRead,
     CategoriesRead,
     ContributionApprove,
     ContributionCreate,
@@ -24,31 +24,22 @@ from app.contributions.schemas import (
     ContributionReasoned,
     ContributionReview,
     ContributionUpdate,
-    ExportFormat,
-    ExportKind,
     ReviewResponse,
-    StatsRead,
     SummaryRead,
 )
-from app.contributions.storage import Storage, get_storage
 from app.core import clock
-from app.core.audit import audit
-from app.core.errors import AppError, Forbidden
+from app.core.errors import Forbidden
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
-from app.deps import DbSession, SessionFactory
+from app.deps import AppSettings, DbSession
 from app.models.activity import Post
 from app.models.contribution import ContributionStatus
 
 router = APIRouter(tags=["contributions"])
 
-STATS_READ = "stats:read"
-
 Paging = Annotated[PageParams, Depends(page_params)]
 RecordId = Annotated[uuid.UUID, Path(description="The contribution")]
-AttachmentId = Annotated[uuid.UUID, Path(description="The attachment")]
 OrgId = Annotated[uuid.UUID, Path(description="The organization whose subtree is read")]
-StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
 @router.get(
@@ -58,7 +49,7 @@ StorageDep = Annotated[Storage, Depends(get_storage)]
     summary="Categories of each post, for pickers (zh-CN and English names)",
 )
 async def contribution_categories_list(principal: CurrentMember) -> CategoriesRead:
-    return service.category_list()
+    return categories.category_list()
 
 
 @router.post(
@@ -74,11 +65,14 @@ async def contributions_create(
     principal: CurrentMember,
     request: Request,
     response: Response,
+    settings: AppSettings,
 ) -> ContributionRead:
     """422 `contribution_org_invalid` unless the member is approved at `org_id` or it is their
     record organization; 422 `daily_hours_exceeded` past 24 hours that day (activity credits
     included); `occurred_on` not in the future nor older than the configured limit."""
-    created = await service.submit(session, principal.person, data)
+    created = await service.submit(
+        session, principal.person, data, max_age_days=settings.contribution_max_age_days
+    )
     response.headers["Location"] = str(request.url_for("contributions_get", record_id=created.id))
     return created
 
@@ -139,9 +133,19 @@ async def me_contributions_summary(
     summary="Edit my pending or returned record (a returned one is resubmitted)",
 )
 async def contributions_update(
-    record_id: RecordId, data: ContributionUpdate, session: DbSession, principal: CurrentMember
+    record_id: RecordId,
+    data: ContributionUpdate,
+    session: DbSession,
+    principal: CurrentMember,
+    settings: AppSettings,
 ) -> ContributionRead:
-    return await service.update(session, principal.person, record_id, data)
+    return await service.update(
+        session,
+        principal.person,
+        record_id,
+        data,
+        max_age_days=settings.contribution_max_age_days,
+    )
 
 
 @router.post(
@@ -156,124 +160,8 @@ async def contributions_withdraw(
     return await service.withdraw(session, principal.person, record_id)
 
 
-_UPLOAD_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "JPEG, PNG, WebP or PDF, at most 10 MB",
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
-
-
-@router.post(
-    "/contributions/{record_id}/attachments",
-    status_code=status.HTTP_201_CREATED,
-    response_model=AttachmentRead,
-    responses=problems(401, 403, 404, 409, 413, 415, 422),
-    openapi_extra=_UPLOAD_BODY,
-    summary="Add evidence to my pending or returned record (at most 9)",
-)
-async def contributions_attachments_create(
-    record_id: RecordId,
-    request: Request,
-    session: DbSession,
-    principal: CurrentMember,
-    storage: StorageDep,
-) -> AttachmentRead:
-    """The type is read from the content (415 `attachment_type_unsupported` unless JPEG, PNG,
-    WebP or PDF); 413 `attachment_too_large` past 10 MB, before the body is read when
-    Content-Length says so; location metadata (EXIF GPS, XMP) is removed from images."""
-    user = principal.person
-    await service.check_attachable(session, user.id, record_id)
-    # Do not hold a transaction while a phone uploads (SQLite: the write lock; PostgreSQL: a
-    # pooled connection idle in transaction).  Only reads happened so far.
-    await session.commit()
-    upload = await media.receive_upload(
-        request.headers.get("content-type", ""),
-        request.headers.get("content-length"),
-        request.stream(),
-    )
-    try:
-        content_type = media.sniff(upload.head)
-        if content_type is None:
-            raise AppError("attachment_type_unsupported")
-        checked = await asyncio.to_thread(media.check_and_clean, upload.path, content_type)
-        return await service.add_attachment(
-            session,
-            storage,
-            user,
-            record_id,
-            checked,
-            upload.path,
-            media.sanitize_name(upload.filename),
-        )
-    finally:
-        await asyncio.to_thread(upload.discard)
-
-
-@router.get(
-    "/contributions/{record_id}/attachments",
-    response_model=list[AttachmentRead],
-    responses=problems(401, 403, 404),
-    summary="Evidence of a record (its member, or an officer of its organization's tree)",
-)
-async def contributions_attachments_list(
-    record_id: RecordId, session: DbSession, principal: CurrentMember
-) -> list[AttachmentRead]:
-    async def scope_of() -> Any:
-        return await officer_scope(session, principal)
-
-    return await service.attachments_list(session, principal.person, record_id, scope_of)
-
-
-_FILE_TYPES: dict[str, dict[str, Any]] = {
-    t: {} for t in (media.JPEG, media.PNG, media.WEBP, media.PDF)
-}
-
-
-@router.get(
-    "/contributions/{record_id}/attachments/{attachment_id}",
-    response_class=StreamingResponse,
-    responses={200: {"content": _FILE_TYPES}, **problems(401, 403, 404)},
-    summary="Download a piece of evidence (its member, or an officer in scope; others 404)",
-)
-async def contributions_attachments_get(
-    record_id: RecordId,
-    attachment_id: AttachmentId,
-    session: DbSession,
-    principal: CurrentMember,
-    storage: StorageDep,
-) -> StreamingResponse:
-    async def scope_of() -> Any:
-        return await officer_scope(session, principal)
-
-    row = await service.attachment_for_download(
-        session, principal.person, record_id, attachment_id, scope_of
-    )
-    name = row.original_name or f"{row.id.hex}.{media.EXTENSIONS[row.content_type]}"
-    return StreamingResponse(
-        storage.open(row.storage_key),
-        media_type=row.content_type,
-        headers={
-            "Content-Length": str(row.size),
-            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}",
-            "X-Content-Type-Options": "nosniff",
-            "Cache-Control": "private, max-age=0",
-        },
-    )
+# Evidence (upload, list, download) has its own router; its routes sit here in the document.
+router.include_router(evidence_router)
 
 
 @router.get(
@@ -358,93 +246,4 @@ async def contributions_review(
         raise Forbidden()
     return await service.review(
         session, principal.person, scope, data.ids, data.decision, data.comment or None
-    )
-
-
-@router.get(
-    "/orgs/{org_id}/stats",
-    response_model=StatsRead,
-    responses=problems(401, 403, 404, 422),
-    tags=["orgs"],
-    summary="Figures of the organization's subtree (officers; city systems with stats:read)",
-)
-async def orgs_stats(
-    org_id: OrgId,
-    session: DbSession,
-    principal: CurrentPrincipal,
-    from_: Annotated[
-        date | None, Query(alias="from", description="First local day (default: 1 January)")
-    ] = None,
-    to: Annotated[date | None, Query(description="Last local day (default: today)")] = None,
-) -> StatsRead:
-    require_scope(principal, STATS_READ)
-    scope = await scope_for(session, principal, STATS_READ)
-    org = await load_org_in_scope(session, org_id, scope)
-    return await stats.org_stats(session, org, from_, to)
-
-
-_EXPORT_TYPES: dict[str, dict[str, Any]] = {
-    "text/csv": {},
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {},
-}
-_MEDIA = {
-    "csv": "text/csv; charset=utf-8",
-    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-}
-
-
-@router.get(
-    "/orgs/{org_id}/exports/{kind}",
-    response_class=StreamingResponse,
-    responses={200: {"content": _EXPORT_TYPES}, **problems(401, 403, 404, 422)},
-    tags=["orgs"],
-    summary="A spreadsheet of the subtree: members, contributions or attendance",
-)
-async def orgs_exports_get(
-    org_id: OrgId,
-    kind: Annotated[ExportKind, Path(description="members, contributions or attendance")],
-    session: DbSession,
-    factory: SessionFactory,
-    principal: CurrentMember,
-    format: Annotated[ExportFormat, Query(description="xlsx (default) or csv")] = "xlsx",
-    status: Annotated[
-        ContributionStatus | None, Query(description="contributions: only this state")
-    ] = None,
-    from_: Annotated[date | None, Query(alias="from", description="First local day")] = None,
-    to: Annotated[date | None, Query(description="Last local day")] = None,
-) -> StreamingResponse:
-    """Phone and ID numbers masked, headers in Chinese; every export is written to the audit
-    log (who exported what, PIPL)."""
-    org = await require_officer_of(session, principal, org_id)
-    query = exports.ExportQuery(
-        kind=kind,
-        path=org.path,
-        status=status.value if status and kind == "contributions" else None,
-        first=from_,
-        last=to,
-    )
-    audit(
-        session,
-        action=f"export.{kind}",
-        object_type="export",
-        object_id=None,
-        org_id=org.id,
-        actor_id=principal.person.id,
-        comment=(f"format={format} status={query.status or ''} from={from_ or ''} to={to or ''}"),
-    )
-    stream = (
-        exports.csv_stream(factory, query)
-        if format == "csv"
-        else exports.xlsx_stream(factory, query)
-    )
-    filename = f"{exports.TITLES[kind]}-{clock.local_today().isoformat()}.{format}"
-    return StreamingResponse(
-        stream,
-        media_type=_MEDIA[format],
-        headers={
-            "Content-Disposition": (
-                f"attachment; filename=\"{kind}.{format}\"; filename*=UTF-8''{quote(filename)}"
-            ),
-            "Cache-Control": "no-store",
-        },
     )

@@ -1,42 +1,32 @@
-"""双岗位: the rules and the state machine of contributions.
+"""双岗位: the state machine of a member's contribution records, and their review.
 
-States (API.md): pending → approved | rejected | returned | withdrawn; returned → pending
-(edited and resubmitted) | withdrawn.  Anything else is 409 `invalid_transition`.  Every change
-is one conditional UPDATE (… WHERE status = :from), so that of two concurrent actors exactly one
+States: pending → approved | rejected | returned | withdrawn; returned → pending (edited and
+resubmitted) | withdrawn.  Anything else is 409 `invalid_transition`.  Every change is one
+conditional UPDATE (… WHERE status = :from), so that of two concurrent actors exactly one
 wins; decisions and submissions go to the audit log and the outbox in the same transaction.
-
-The daily limit (24 hours per member and day, activity credits included) is checked under the
-member-day lock (repository.lock_day): the lock serialises everyone adding hours to that day,
-and the sum is read after it is taken, so two concurrent submissions cannot both pass.
-Credits are written by the activities module without this lock; attendance is a fact, so a
-credit is never refused, and it counts against any manual record submitted later.
+What a record must satisfy when it is logged or edited is in `rules`.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.authz import Scope
-from app.config import get_settings
-from app.contributions import categories
 from app.contributions import repository as repo
-from app.contributions.media import EXTENSIONS, Checked
+from app.contributions import rules
+from app.contributions.rules import EDITABLE
 from app.contributions.schemas import (
-    AttachmentRead,
-    CategoriesRead,
-    CategoryRead,
     ContributionCreate,
     ContributionQueueItem,
     ContributionRead,
     ContributionUpdate,
     MemberCard,
     OrgRef,
-    PostCategories,
     PostTotal,
     ReviewResponse,
     ReviewResult,
@@ -44,53 +34,19 @@ from app.contributions.schemas import (
     SummaryRead,
     half_hours_of,
 )
-from app.contributions.storage import Storage
 from app.core import clock
 from app.core.audit import audit
 from app.core.crypto import mask_phone
-from app.core.errors import (
-    AppError,
-    InvalidTransition,
-    NotFound,
-    ValidationFailed,
-    register_codes,
-)
-from app.core.i18n import current_lang, text
+from app.core.errors import InvalidTransition, NotFound, ValidationFailed
+from app.core.i18n import text
 from app.core.outbox import record_event
 from app.core.pagination import Page, PageParams, page_of
 from app.core.review import Outcome
 from app.models.activity import Post
-from app.models.contribution import (
-    MAX_ATTACHMENTS,
-    Contribution,
-    ContributionAttachment,
-    ContributionStatus,
-)
+from app.models.contribution import Contribution, ContributionStatus
 from app.models.user import User
 
-register_codes(
-    {
-        "contribution_org_invalid": (
-            422,
-            "只能记录在已登记报到通过的组织或组织关系所在组织",
-            "Use an organization where you are registered (approved) or your record organization",
-        ),
-        "daily_hours_exceeded": (
-            422,
-            "同一天累计时长不能超过 24 小时（含活动时长）",
-            "At most 24 hours a day, activity credits included",
-        ),
-        "attachment_limit": (
-            409,
-            "每条记录最多上传 9 个附件",
-            "At most 9 attachments per record",
-        ),
-    }
-)
-
 OBJECT_TYPE = "contribution"
-MAX_HALF_HOURS_PER_DAY = 48
-EDITABLE = (ContributionStatus.pending, ContributionStatus.returned)
 
 Decision = Literal["approve", "reject", "return"]
 _DECISIONS: dict[Decision, ContributionStatus] = {
@@ -189,101 +145,18 @@ def _queue_item(row: Any) -> ContributionQueueItem:
     )
 
 
-def category_list() -> CategoriesRead:
-    english = current_lang.get() == "en"
-    post_names = {
-        Post.enterprise: ("企业职责岗", "Enterprise duty post"),
-        Post.community: ("社会义务岗", "Social service post"),
-    }
-    posts = []
-    for post, items in categories.CATEGORIES.items():
-        zh, en = post_names[post]
-        posts.append(
-            PostCategories(
-                post=post,
-                name=en if english else zh,
-                name_zh=zh,
-                name_en=en,
-                categories=[
-                    CategoryRead(
-                        code=c.code,
-                        name=c.name_en if english else c.name_zh,
-                        name_zh=c.name_zh,
-                        name_en=c.name_en,
-                    )
-                    for c in items
-                ],
-            )
-        )
-    return CategoriesRead(posts=posts)
-
-
-# --- the rules --------------------------------------------------------------------------------
-
-
-def _check_category(post: str, category: str) -> None:
-    if not categories.is_valid(post, category):
-        raise ValidationFailed(
-            "category",
-            text(
-                "该岗位下没有此类别", "Not a category of this post (see /contribution-categories)"
-            ),
-        )
-
-
-def _check_day(day: date) -> None:
-    today = clock.local_today()
-    if day > today:
-        raise ValidationFailed("occurred_on", text("日期不能晚于今天", "The date is in the future"))
-    limit = get_settings().contribution_max_age_days
-    if day < today - timedelta(days=limit):
-        raise ValidationFailed(
-            "occurred_on",
-            text(f"只能记录 {limit} 天内的事项", f"Only the last {limit} days can be logged"),
-        )
-
-
-async def _check_org(session: AsyncSession, user: User, org_id: uuid.UUID) -> str:
-    found = await repo.permitted_org(session, user, org_id)
-    if found is None:
-        raise ValidationFailed(
-            "org_id",
-            text(
-                "须为已登记报到通过的组织或组织关系所在组织",
-                "Use an organization where you are registered or your record organization",
-            ),
-            code="contribution_org_invalid",
-        )
-    return found[1]
-
-
-async def _check_daily_limit(
-    session: AsyncSession,
-    user_id: uuid.UUID,
-    day: date,
-    half_hours: int,
-    exclude: uuid.UUID | None = None,
-) -> None:
-    await repo.lock_day(session, user_id, day)
-    already = await repo.day_half_hours(session, user_id, day, exclude)
-    if already + half_hours > MAX_HALF_HOURS_PER_DAY:
-        left = max(0, MAX_HALF_HOURS_PER_DAY - already) / 2
-        raise ValidationFailed(
-            "hours",
-            text(f"当天最多还能记录 {left:g} 小时", f"At most {left:g} more hours on that day"),
-            code="daily_hours_exceeded",
-        )
-
-
 # --- members ----------------------------------------------------------------------------------
 
 
-async def submit(session: AsyncSession, user: User, data: ContributionCreate) -> ContributionRead:
-    _check_category(data.post, data.category)
-    _check_day(data.occurred_on)
-    org_name = await _check_org(session, user, data.org_id)
+async def submit(
+    session: AsyncSession, user: User, data: ContributionCreate, *, max_age_days: int
+) -> ContributionRead:
+    """Log a pending record (`max_age_days`: how far back a day may be)."""
+    rules.check_category(data.post, data.category)
+    rules.check_day(data.occurred_on, max_age_days)
+    org_name = await rules.check_org(session, user, data.org_id)
     half_hours = half_hours_of(data.hours)
-    await _check_daily_limit(session, user.id, data.occurred_on, half_hours)
+    await rules.check_daily_limit(session, user.id, data.occurred_on, half_hours)
     now = clock.now()
     record = Contribution(
         id=uuid.uuid4(),
@@ -364,7 +237,7 @@ async def list_mine(
 async def summary(session: AsyncSession, user_id: uuid.UUID, year: int) -> SummaryRead:
     rows = await repo.summary(session, user_id, year)
     cells = [
-        SummaryCell(post=r.post, status=r.status, count=r.n, hours=_hours(r.hh))
+        SummaryCell(post=r.post, status=r.status, count=r.records, hours=_hours(r.half_hours))
         for r in sorted(rows, key=lambda r: (r.post, r.status))
     ]
     totals = []
@@ -381,8 +254,14 @@ async def summary(session: AsyncSession, user_id: uuid.UUID, year: int) -> Summa
 
 
 async def update(
-    session: AsyncSession, user: User, record_id: uuid.UUID, data: ContributionUpdate
+    session: AsyncSession,
+    user: User,
+    record_id: uuid.UUID,
+    data: ContributionUpdate,
+    *,
+    max_age_days: int,
 ) -> ContributionRead:
+    """Edit the member's pending or returned record; a returned one is resubmitted."""
     record = await repo.own(session, user.id, record_id)
     if record is None:
         raise NotFound()
@@ -399,13 +278,13 @@ async def update(
     half_hours = half_hours_of(changes["hours"]) if "hours" in changes else record.half_hours
     org_id: uuid.UUID = changes.get("org_id", record.org_id)
     if "post" in changes or "category" in changes:
-        _check_category(post, category)
+        rules.check_category(post, category)
     if "occurred_on" in changes:
-        _check_day(occurred_on)
+        rules.check_day(occurred_on, max_age_days)
     if "org_id" in changes:
-        await _check_org(session, user, org_id)
+        await rules.check_org(session, user, org_id)
     if occurred_on != record.occurred_on or half_hours > record.half_hours:
-        await _check_daily_limit(session, user.id, occurred_on, half_hours, exclude=record.id)
+        await rules.check_daily_limit(session, user.id, occurred_on, half_hours, exclude=record.id)
     values: dict[str, Any] = {
         "post": post,
         "category": category,
@@ -466,100 +345,6 @@ async def withdraw(session: AsyncSession, user: User, record_id: uuid.UUID) -> C
         to_state=ContributionStatus.withdrawn,
     )
     return await get_mine(session, user.id, record.id)
-
-
-# --- evidence ---------------------------------------------------------------------------------
-
-
-async def check_attachable(session: AsyncSession, user_id: uuid.UUID, record_id: uuid.UUID) -> None:
-    """Before an upload is read: the member's own record, editable, with room for one more."""
-    record = await repo.own(session, user_id, record_id)
-    if record is None:
-        raise NotFound()
-    if record.status not in EDITABLE:
-        raise InvalidTransition()
-    if record.attachment_count >= MAX_ATTACHMENTS:
-        raise AppError("attachment_limit")
-
-
-async def add_attachment(
-    session: AsyncSession,
-    storage: Storage,
-    user: User,
-    record_id: uuid.UUID,
-    checked: Checked,
-    source: Any,
-    original_name: str | None,
-) -> AttachmentRead:
-    if not await repo.reserve_attachment(session, record_id, user.id, MAX_ATTACHMENTS):
-        await check_attachable(session, user.id, record_id)
-        raise InvalidTransition()
-    attachment_id = uuid.uuid4()
-    key = f"contributions/{record_id.hex}/{attachment_id.hex}.{EXTENSIONS[checked.content_type]}"
-    attachment = ContributionAttachment(
-        id=attachment_id,
-        contribution_id=record_id,
-        storage_key=key,
-        content_type=checked.content_type,
-        size=checked.size,
-        sha256=checked.sha256,
-        original_name=original_name,
-        created_at=clock.now(),
-    )
-    session.add(attachment)
-    await session.flush()
-    # Stored last: a failure here rolls the row back.  (A failed commit afterwards can leave
-    # an unreferenced file behind; it is never served, since only rows are.)
-    await storage.put_file(key, source)
-    return AttachmentRead(
-        id=attachment.id,
-        content_type=attachment.content_type,
-        size=attachment.size,
-        sha256=attachment.sha256,
-        original_name=attachment.original_name,
-        created_at=attachment.created_at,
-    )
-
-
-async def _can_read_record(
-    session: AsyncSession, user: User, owner_id: uuid.UUID, path: str, scope_of: Any
-) -> bool:
-    if owner_id == user.id:
-        return True
-    scope: Scope = await scope_of()
-    return scope.covers_path(path)
-
-
-async def attachment_for_download(
-    session: AsyncSession, user: User, record_id: uuid.UUID, attachment_id: uuid.UUID, scope_of: Any
-) -> Any:
-    """The attachment row for the owner or an officer in scope; 404 for anyone else."""
-    row = await repo.attachment_with_owner(session, record_id, attachment_id)
-    if row is None or not await _can_read_record(session, user, row.user_id, row.path, scope_of):
-        raise NotFound()
-    return row
-
-
-async def attachments_list(
-    session: AsyncSession, user: User, record_id: uuid.UUID, scope_of: Any
-) -> list[AttachmentRead]:
-    found = await repo.record_owner_path(session, record_id)
-    if found is None or not await _can_read_record(
-        session, user, found.user_id, found.path, scope_of
-    ):
-        raise NotFound()
-    rows = await repo.attachments_of(session, record_id)
-    return [
-        AttachmentRead(
-            id=r.id,
-            content_type=r.content_type,
-            size=r.size,
-            sha256=r.sha256,
-            original_name=r.original_name,
-            created_at=r.created_at,
-        )
-        for r in rows
-    ]
 
 
 # --- officers ---------------------------------------------------------------------------------

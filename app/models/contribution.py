@@ -115,7 +115,7 @@ class ContributionDay(Base):
 
 
 class ContributionAttachment(UUIDMixin, Base):
-    """An evidence file; the bytes live in the storage (app/contributions/storage.py)."""
+    """An evidence file; the bytes live in the storage (app/integrations/storage.py)."""
 
     __tablename__ = "contribution_attachments"
     __table_args__ = (Index("ix_contribution_attachments_contribution", "contribution_id"),)

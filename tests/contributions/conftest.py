@@ -7,7 +7,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.contributions.storage import LocalStorage, get_storage
+from app.integrations.storage import LocalStorage, get_storage
 from tests.contributions.helpers import World, build_world
 
 

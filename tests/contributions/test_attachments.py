@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.contributions.media import MAX_BYTES, sanitize_name, strip_png, strip_webp
+from app.contributions.evidence.media import MAX_BYTES, sanitize_name, strip_png, strip_webp
 from app.models.contribution import ContributionAttachment
 from tests.contributions.helpers import (
     World,

@@ -19,7 +19,7 @@ from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
 
 from app.config import ConfigError, Settings, get_settings
-from app.contributions.storage import CHUNK, S3Storage, get_storage, storage_for
+from app.integrations.storage import CHUNK, S3Storage, get_storage, storage_for
 from tests.contributions.helpers import World, create
 from tests.contributions.test_attachments import upload
 
@@ -177,13 +177,14 @@ class TestS3Backend:
         world: World,
         s3_endpoint: str,
         bucket: str,
-        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         settings = s3_settings(s3_endpoint, bucket)
         chosen = storage_for(settings)  # the real choice, by the settings
         assert isinstance(chosen, S3Storage)
         app.dependency_overrides.pop(get_storage, None)
-        monkeypatch.setattr(app.state, "storage", chosen)
+        # Put back by hand: monkeypatch cannot see State's attributes and would delete the
+        # application's store on undo (its shutdown then fails).
+        previous, app.state.storage = app.state.storage, chosen
         try:
             record = await create(client, world.alice, world.tree.r1)
             pdf = b"%PDF-1.4\n" + secrets.token_bytes(2 * CHUNK) + b"\n%%EOF\n"
@@ -202,6 +203,7 @@ class TestS3Backend:
             assert r.content == pdf
             assert r.headers["content-type"] == "application/pdf"
         finally:
+            app.state.storage = previous
             await chosen.aclose()
 
     def test_production_needs_a_bucket(self) -> None:

@@ -1,4 +1,5 @@
-"""Where evidence files live: a small interface and two implementations.
+"""Object storage: where uploaded files (contribution evidence) live, behind a small
+interface with two implementations.
 
 `LocalStorage` keeps files under one directory (`QUYU_STORAGE_DIR`, default ./var/uploads), the
 default.  `S3Storage` keeps them in a bucket of an S3-compatible store (AWS S3, MinIO, Aliyun

@@ -7,12 +7,12 @@ from datetime import date, datetime, time, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.contributions import repository as repo
-from app.contributions.schemas import MonthHours, StatsRead
 from app.core import clock
 from app.core.errors import ValidationFailed
 from app.core.i18n import text
 from app.models.organization import Organization
+from app.reports import repository as repo
+from app.reports.schemas import MonthHours, StatsRead
 
 MAX_RANGE_DAYS = 3660
 
@@ -37,6 +37,8 @@ def resolve_range(first: date | None, last: date | None) -> tuple[date, date]:
 async def org_stats(
     session: AsyncSession, org: Organization, first: date | None, last: date | None
 ) -> StatsRead:
+    """The figures of `org`'s subtree over [first, last] (the caller is already known to
+    read it: an officer over it or a city client with `stats:read`)."""
     first, last = resolve_range(first, last)
     starts, ends = local_midnight(first), local_midnight(last + timedelta(days=1))
     await repo.prefer_custom_plans(session)
@@ -58,6 +60,7 @@ async def org_stats(
         attendances=counts.attendances,
         attendance_rate=rate,
         contribution_hours=[
-            MonthHours(month=r.month, post=r.post, hours=(r.hh or 0) / 2, count=r.n) for r in hours
+            MonthHours(month=r.month, post=r.post, hours=(r.half_hours or 0) / 2, count=r.records)
+            for r in hours
         ],
     )

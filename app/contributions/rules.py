@@ -1,0 +1,106 @@
+"""The rules a member's record must keep, checked when it is logged or edited.
+
+- the category belongs to the post;
+- the day is not in the future, nor older than the configured limit (the caller passes it);
+- the organization is one where the member is approved, or their record organization;
+- at most 24 hours a day per member, activity credits included.
+
+The daily limit is checked under the member-day lock (`repository.lock_day`): the lock
+serialises everyone adding hours to that day, and the sum is read after it is taken, so two
+concurrent submissions cannot both pass.  Credits are written by the activities module without
+this lock; attendance is a fact, so a credit is never refused, and it counts against any manual
+record submitted later.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.contributions import categories
+from app.contributions import repository as repo
+from app.core import clock
+from app.core.errors import ValidationFailed, register_codes
+from app.core.i18n import text
+from app.models.contribution import ContributionStatus
+from app.models.user import User
+
+register_codes(
+    {
+        "contribution_org_invalid": (
+            422,
+            "只能记录在已登记报到通过的组织或组织关系所在组织",
+            "Use an organization where you are registered (approved) or your record organization",
+        ),
+        "daily_hours_exceeded": (
+            422,
+            "同一天累计时长不能超过 24 小时（含活动时长）",
+            "At most 24 hours a day, activity credits included",
+        ),
+    }
+)
+
+MAX_HALF_HOURS_PER_DAY = 48
+EDITABLE = (ContributionStatus.pending, ContributionStatus.returned)
+"""The states in which the member may still edit, withdraw or add evidence."""
+
+
+def check_category(post: str, category: str) -> None:
+    if not categories.is_valid(post, category):
+        raise ValidationFailed(
+            "category",
+            text(
+                "该岗位下没有此类别", "Not a category of this post (see /contribution-categories)"
+            ),
+        )
+
+
+def check_day(day: date, max_age_days: int) -> None:
+    today = clock.local_today()
+    if day > today:
+        raise ValidationFailed("occurred_on", text("日期不能晚于今天", "The date is in the future"))
+    if day < today - timedelta(days=max_age_days):
+        raise ValidationFailed(
+            "occurred_on",
+            text(
+                f"只能记录 {max_age_days} 天内的事项",
+                f"Only the last {max_age_days} days can be logged",
+            ),
+        )
+
+
+async def check_org(session: AsyncSession, user: User, org_id: uuid.UUID) -> str:
+    """The organization's name when the member may log a record there."""
+    found = await repo.permitted_org(session, user, org_id)
+    if found is None:
+        raise ValidationFailed(
+            "org_id",
+            text(
+                "须为已登记报到通过的组织或组织关系所在组织",
+                "Use an organization where you are registered or your record organization",
+            ),
+            code="contribution_org_invalid",
+        )
+    return found.name
+
+
+async def check_daily_limit(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    day: date,
+    half_hours: int,
+    exclude: uuid.UUID | None = None,
+) -> None:
+    """Take the member-day lock, then refuse more than 24 hours on `day` (the record
+    `exclude`, being edited, not counted)."""
+    await repo.lock_day(session, user_id, day)
+    already = await repo.day_half_hours(session, user_id, day, exclude)
+    if already + half_hours > MAX_HALF_HOURS_PER_DAY:
+        left = max(0, MAX_HALF_HOURS_PER_DAY - already) / 2
+        raise ValidationFailed(
+            "hours",
+            text(f"当天最多还能记录 {left:g} 小时", f"At most {left:g} more hours on that day"),
+            code="daily_hours_exceeded",
+        )
