@@ -15,9 +15,8 @@ credit is never refused, and it counts against any manual record submitted later
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import date, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,15 +30,11 @@ from app.contributions.schemas import (
     CategoriesRead,
     CategoryRead,
     ContributionCreate,
-    ContributionQueueItem,
     ContributionRead,
     ContributionUpdate,
-    MemberCard,
     OrgRef,
     PostCategories,
     PostTotal,
-    ReviewResponse,
-    ReviewResult,
     SummaryCell,
     SummaryRead,
     half_hours_of,
@@ -47,7 +42,6 @@ from app.contributions.schemas import (
 from app.contributions.storage import Storage
 from app.core import clock
 from app.core.audit import audit
-from app.core.crypto import mask_phone
 from app.core.errors import (
     AppError,
     InvalidTransition,
@@ -58,7 +52,6 @@ from app.core.errors import (
 from app.core.i18n import current_lang, text
 from app.core.outbox import record_event
 from app.core.pagination import Page, PageParams, page_of
-from app.core.review import Outcome
 from app.models.activity import Post
 from app.models.contribution import (
     MAX_ATTACHMENTS,
@@ -92,12 +85,6 @@ OBJECT_TYPE = "contribution"
 MAX_HALF_HOURS_PER_DAY = 48
 EDITABLE = (ContributionStatus.pending, ContributionStatus.returned)
 
-Decision = Literal["approve", "reject", "return"]
-_DECISIONS: dict[Decision, ContributionStatus] = {
-    "approve": ContributionStatus.approved,
-    "reject": ContributionStatus.rejected,
-    "return": ContributionStatus.returned,
-}
 _TOPICS: dict[ContributionStatus, str] = {
     ContributionStatus.pending: "contribution.submitted",
     ContributionStatus.approved: "contribution.approved",
@@ -176,17 +163,6 @@ def _record_fields(row: Any) -> dict[str, Any]:
 
 def _read(row: Any) -> ContributionRead:
     return ContributionRead(**_record_fields(row))
-
-
-def _queue_item(row: Any) -> ContributionQueueItem:
-    return ContributionQueueItem(
-        **_record_fields(row),
-        member=MemberCard(
-            id=row.user_id, name=row.user_name, phone_masked=mask_phone(row.user_phone)
-        ),
-        possible_duplicate=bool(row.possible_duplicate),
-        decided_by=row.decided_by,
-    )
 
 
 def category_list() -> CategoriesRead:
@@ -560,90 +536,3 @@ async def attachments_list(
         )
         for r in rows
     ]
-
-
-# --- officers ---------------------------------------------------------------------------------
-
-
-async def queue(
-    session: AsyncSession, path: str, status: ContributionStatus | None, params: PageParams
-) -> Page[ContributionQueueItem]:
-    rows = await repo.queue_page(session, path, status.value if status else None, params)
-    items, cursor = page_of(rows, params, repo.cursor_key)
-    return Page(items=[_queue_item(r) for r in items], next_cursor=cursor)
-
-
-def _reason_required(decision: Decision, comment: str | None) -> None:
-    if decision in ("reject", "return") and not comment:
-        raise ValidationFailed(
-            "comment", text("驳回或退回时须填写理由", "A reason is required to reject or return")
-        )
-
-
-async def _decide_many(
-    session: AsyncSession,
-    actor: User,
-    scope: Scope,
-    ids: Sequence[uuid.UUID],
-    decision: Decision,
-    comment: str | None,
-) -> Outcome:
-    to_state = _DECISIONS[decision]
-    changed = await repo.decide(
-        session, ids, scope=scope, actor_id=actor.id, to_state=to_state.value, comment=comment
-    )
-    for row in changed:
-        _record(
-            session,
-            record_id=row.id,
-            org_id=row.org_id,
-            user_id=row.user_id,
-            actor_id=actor.id,
-            from_state=ContributionStatus.pending.value,
-            to_state=to_state,
-            comment=comment,
-        )
-    decided = frozenset(row.id for row in changed)
-    rest = [i for i in ids if i not in decided]
-    others = await repo.visible_states(session, rest, scope) if rest else {}
-    return Outcome(to_state, actor.id, decided, others)
-
-
-async def decide(
-    session: AsyncSession,
-    actor: User,
-    scope: Scope,
-    record_id: uuid.UUID,
-    decision: Decision,
-    comment: str | None,
-) -> ContributionQueueItem:
-    _reason_required(decision, comment)
-    outcome = await _decide_many(session, actor, scope, [record_id], decision, comment)
-    outcome.raise_unless_decided(record_id)
-    row = await repo.queue_one(session, record_id)
-    assert row is not None
-    return _queue_item(row)
-
-
-async def review(
-    session: AsyncSession,
-    actor: User,
-    scope: Scope,
-    ids: Sequence[uuid.UUID],
-    decision: Decision,
-    comment: str | None,
-) -> ReviewResponse:
-    _reason_required(decision, comment)
-    outcome = await _decide_many(session, actor, scope, ids, decision, comment)
-    results = []
-    for record_id in ids:
-        state = outcome.state_of(record_id)
-        results.append(
-            ReviewResult(
-                id=record_id,
-                ok=record_id in outcome.decided,
-                status=ContributionStatus(state) if state is not None else None,
-                code=outcome.code_of(record_id),
-            )
-        )
-    return ReviewResponse(results=results)
