@@ -39,7 +39,10 @@ CHECKINS: Reviewable[CheckinQueueItem] = Reviewable(
     decided_by=Checkin.decided_by,
     decision_comment=Checkin.decision_comment,
     updated_at=Checkin.updated_at,
-    decisions={"approve": CheckinStatus.approved, "reject": CheckinStatus.rejected},
+    decisions={
+        "approve": CheckinStatus.approved.value,
+        "reject": CheckinStatus.rejected.value,
+    },
     reason_required=frozenset({"reject"}),
     reason_missing=("驳回时须填写理由", "A reason is required to reject"),
     load=_load,
