@@ -8,9 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
-from app.authz import officer_scope, require_officer_of
-from app.authz.guards import CurrentMember
-from app.checkins import service
+from app.authz.guards import CurrentMember, OfficerOrg, OfficerScope, ReviewerScope
+from app.checkins import audit_log, members, review, submission
 from app.checkins.schemas import (
     AuditEntryRead,
     CheckinApprove,
@@ -22,7 +21,6 @@ from app.checkins.schemas import (
     MemberRead,
     ReviewResponse,
 )
-from app.core.errors import Forbidden
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
 from app.deps import DbSession
@@ -32,7 +30,6 @@ router = APIRouter(tags=["checkins"])
 
 Paging = Annotated[PageParams, Depends(page_params)]
 CheckinId = Annotated[uuid.UUID, Path(description="The check-in")]
-OrgId = Annotated[uuid.UUID, Path(description="The organization whose subtree is read")]
 
 
 @router.post(
@@ -63,7 +60,7 @@ async def checkins_create(
     """Submit a pending check-in.  422 `checkin_target_invalid` unless the organization is
     regional, enterprise or building; 422 `profile_incomplete` naming the missing fields;
     409 `checkin_exists` when one is already pending or approved there."""
-    created = await service.submit(session, principal.person, data)
+    created = await submission.submit(session, principal.person, data)
     response.headers["Location"] = str(request.url_for("checkins_get", checkin_id=created.id))
     return created
 
@@ -77,7 +74,7 @@ async def checkins_create(
 async def checkins_get(
     checkin_id: CheckinId, session: DbSession, principal: CurrentMember
 ) -> CheckinRead:
-    return await service.get_mine(session, principal.person.id, checkin_id)
+    return await submission.get_mine(session, principal.person.id, checkin_id)
 
 
 @router.get(
@@ -89,7 +86,7 @@ async def checkins_get(
 async def me_checkins_list(
     session: DbSession, principal: CurrentMember, paging: Paging
 ) -> Page[CheckinRead]:
-    return await service.list_mine(session, principal.person.id, paging)
+    return await submission.list_mine(session, principal.person.id, paging)
 
 
 @router.post(
@@ -101,7 +98,7 @@ async def me_checkins_list(
 async def checkins_withdraw(
     checkin_id: CheckinId, session: DbSession, principal: CurrentMember
 ) -> CheckinRead:
-    return await service.withdraw(session, principal.person.id, checkin_id)
+    return await submission.withdraw(session, principal.person.id, checkin_id)
 
 
 @router.post(
@@ -113,7 +110,7 @@ async def checkins_withdraw(
 async def checkins_leave(
     checkin_id: CheckinId, session: DbSession, principal: CurrentMember
 ) -> CheckinRead:
-    return await service.leave(session, principal.person.id, checkin_id)
+    return await submission.leave(session, principal.person.id, checkin_id)
 
 
 @router.get(
@@ -123,16 +120,14 @@ async def checkins_leave(
     summary="Check-ins of the organization's subtree, oldest first",
 )
 async def orgs_checkins_list(
-    org_id: OrgId,
+    org: OfficerOrg,
     session: DbSession,
-    principal: CurrentMember,
     paging: Paging,
     status: Annotated[
         CheckinStatus | None, Query(description="Only this state (every state if absent)")
     ] = None,
 ) -> Page[CheckinQueueItem]:
-    org = await require_officer_of(session, principal, org_id)
-    return await service.queue(session, org, status, paging)
+    return await review.queue(session, org, status, paging)
 
 
 @router.post(
@@ -145,13 +140,13 @@ async def checkins_approve(
     checkin_id: CheckinId,
     session: DbSession,
     principal: CurrentMember,
+    scope: OfficerScope,
     data: CheckinApprove | None = None,
 ) -> CheckinQueueItem:
     """404 outside the caller's subtree; 403 `review_own_forbidden` for the officer's own
     check-in (an officer above decides it); 409 `invalid_transition` unless pending."""
-    scope = await officer_scope(session, principal)
     comment = data.comment if data is not None else None
-    return await service.decide(
+    return await review.decide(
         session, principal.person, scope, checkin_id, "approve", comment or None
     )
 
@@ -163,12 +158,15 @@ async def checkins_approve(
     summary="Reject a pending check-in of my subtree (reason required)",
 )
 async def checkins_reject(
-    checkin_id: CheckinId, data: CheckinReject, session: DbSession, principal: CurrentMember
+    checkin_id: CheckinId,
+    data: CheckinReject,
+    session: DbSession,
+    principal: CurrentMember,
+    scope: OfficerScope,
 ) -> CheckinQueueItem:
     """404 outside the caller's subtree; 403 `review_own_forbidden` for the officer's own
     check-in (an officer above decides it); 409 `invalid_transition` unless pending."""
-    scope = await officer_scope(session, principal)
-    return await service.decide(session, principal.person, scope, checkin_id, "reject", data.reason)
+    return await review.decide(session, principal.person, scope, checkin_id, "reject", data.reason)
 
 
 @router.post(
@@ -178,15 +176,12 @@ async def checkins_reject(
     summary="Decide many check-ins at once; a result per id",
 )
 async def checkins_review(
-    data: CheckinReview, session: DbSession, principal: CurrentMember
+    data: CheckinReview, session: DbSession, principal: CurrentMember, scope: ReviewerScope
 ) -> ReviewResponse:
     """Each id gets `{id, ok, status?, code?}`: `not_found` for an unknown id or one outside
     the caller's subtree, `invalid_transition` for one no longer pending,
     `review_own_forbidden` for the officer's own check-in."""
-    scope = await officer_scope(session, principal)
-    if scope.empty:
-        raise Forbidden()
-    return await service.review(
+    return await review.decide_many(
         session, principal.person, scope, data.ids, data.decision, data.comment or None
     )
 
@@ -199,17 +194,15 @@ async def checkins_review(
     summary="Audit log of the organization's subtree, newest first",
 )
 async def orgs_audit_log_list(
-    org_id: OrgId,
+    org: OfficerOrg,
     session: DbSession,
-    principal: CurrentMember,
     paging: Paging,
     action: Annotated[
         str | None, Query(max_length=60, description="e.g. `checkin.approved`")
     ] = None,
     actor_id: Annotated[uuid.UUID | None, Query(description="Who acted")] = None,
 ) -> Page[AuditEntryRead]:
-    org = await require_officer_of(session, principal, org_id)
-    return await service.audit_log(session, org, action=action, actor_id=actor_id, params=paging)
+    return await audit_log.audit_log(session, org, action=action, actor_id=actor_id, params=paging)
 
 
 @router.get(
@@ -220,9 +213,8 @@ async def orgs_audit_log_list(
     summary="Approved members of the organization's subtree, personal data masked",
 )
 async def orgs_members_list(
-    org_id: OrgId,
+    org: OfficerOrg,
     session: DbSession,
-    principal: CurrentMember,
     paging: Paging,
     floating: Annotated[
         bool | None, Query(description="Only floating (true) or only local (false) members")
@@ -233,5 +225,4 @@ async def orgs_members_list(
 ) -> Page[MemberRead]:
     """One item per approved registration (a member registered with two organizations of the
     subtree appears under each)."""
-    org = await require_officer_of(session, principal, org_id)
-    return await service.members(session, org, floating=floating, q=q, params=paging)
+    return await members.members(session, org, floating=floating, q=q, params=paging)

@@ -9,7 +9,6 @@ live in `app.reports`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import date
 from typing import Any, NamedTuple, TypeAlias
 
@@ -17,9 +16,8 @@ from sqlalchemy import ColumnElement, Row, exists, false, func, or_, select, uni
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.authz import Scope, in_subtree
 from app.contributions import records
-from app.contributions.records import APPROVED, PENDING, RecordRow, credit_half_hours
+from app.contributions.records import APPROVED, RecordRow, credit_half_hours
 from app.contributions.records import cursor_key as cursor_key
 from app.core import clock
 from app.core.pagination import PageParams
@@ -31,13 +29,6 @@ from app.models.organization import Organization
 from app.models.user import User
 
 AnyRow: TypeAlias = "Row[*tuple[Any, ...]]"
-
-# The union's builders under the short names the officers' queue queries use.
-_manual = records.manual
-_credits = records.credits
-_records = records.union
-_page = records.page
-_with_duplicate_hint = records.with_duplicate_hint
 
 
 class SummaryRow(NamedTuple):
@@ -82,26 +73,6 @@ async def mine_one(
     )
     row = (await session.execute(select(sub))).one_or_none()
     return None if row is None else RecordRow(**row._mapping)
-
-
-async def queue_page(
-    session: AsyncSession, path: str, status: str | None, params: PageParams
-) -> Sequence[AnyRow]:
-    """Records of the subtree, oldest first.  A pending queue is the manual branch alone: the
-    planner walks the subtree's organizations by the path index and each one's pending rows by
-    ix_contributions_org_status_created."""
-    sub = _records(
-        _manual(in_subtree(path), with_member=True),
-        _credits(in_subtree(path), with_member=True),
-        status=status,
-    )
-    page = _with_duplicate_hint(_page(sub, params, descending=False))
-    return (await session.execute(page.order_by("created_at", "id"))).all()
-
-
-async def queue_one(session: AsyncSession, record_id: uuid.UUID) -> AnyRow | None:
-    stmt = _with_duplicate_hint(_manual(Contribution.id == record_id, with_member=True))
-    return (await session.execute(stmt)).one_or_none()
 
 
 async def summary(session: AsyncSession, user_id: uuid.UUID, year: int) -> list[SummaryRow]:
@@ -235,52 +206,3 @@ async def change_own(
         .execution_options(synchronize_session=False)
     )
     return (await session.execute(stmt)).first() is not None
-
-
-def _scope_orgs(scope: Scope) -> ColumnElement[bool]:
-    return Contribution.org_id.in_(select(Organization.id).where(scope.clause()))
-
-
-async def decide(
-    session: AsyncSession,
-    ids: Sequence[uuid.UUID],
-    *,
-    scope: Scope,
-    actor_id: uuid.UUID,
-    to_state: str,
-    comment: str | None,
-) -> list[Row[uuid.UUID, uuid.UUID, uuid.UUID]]:
-    """THE decision: one UPDATE … WHERE id IN (…) AND status = 'pending' AND in scope AND not
-    the officer's own record … RETURNING.  Of two concurrent deciders the database lets one
-    win; the other re-checks the condition after the first commits and matches nothing."""
-    stmt = (
-        update(Contribution)
-        .where(
-            Contribution.id.in_(ids),
-            Contribution.status == PENDING,
-            Contribution.user_id != actor_id,
-            _scope_orgs(scope),
-        )
-        .values(
-            status=to_state,
-            decided_at=clock.now(),
-            decided_by=actor_id,
-            decision_comment=comment,
-            updated_at=clock.now(),
-        )
-        .returning(Contribution.id, Contribution.org_id, Contribution.user_id)
-        .execution_options(synchronize_session=False)
-    )
-    return list((await session.execute(stmt)).all())
-
-
-async def visible_states(
-    session: AsyncSession, ids: Sequence[uuid.UUID], scope: Scope
-) -> dict[uuid.UUID, tuple[str, uuid.UUID]]:
-    """(status, owner) of those of `ids` the scope covers."""
-    rows = await session.execute(
-        select(Contribution.id, Contribution.status, Contribution.user_id).where(
-            Contribution.id.in_(ids), _scope_orgs(scope)
-        )
-    )
-    return {row.id: (row.status, row.user_id) for row in rows}

@@ -11,9 +11,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
-from app.authz import officer_scope, require_officer_of
-from app.authz.guards import CurrentMember
-from app.contributions import categories, service
+from app.authz.guards import CurrentMember, OfficerOrg, OfficerScope, ReviewerScope
+from app.contributions import categories, review, service
 from app.contributions.evidence.router import router as evidence_router
 from app.contributions.schemas import (
     CategoriesRead,
@@ -28,7 +27,6 @@ from app.contributions.schemas import (
     SummaryRead,
 )
 from app.core import clock
-from app.core.errors import Forbidden
 from app.core.openapi import problems
 from app.core.pagination import Page, PageParams, page_params
 from app.deps import AppSettings, DbSession
@@ -172,16 +170,14 @@ router.include_router(evidence_router)
     summary="Records of the organization's subtree, oldest first (the review queue)",
 )
 async def orgs_contributions_list(
-    org_id: OrgId,
+    org: OfficerOrg,
     session: DbSession,
-    principal: CurrentMember,
     paging: Paging,
     status: Annotated[
         ContributionStatus | None, Query(description="Only this state (every state if absent)")
     ] = None,
 ) -> Page[ContributionQueueItem]:
-    org = await require_officer_of(session, principal, org_id)
-    return await service.queue(session, org.path, status, paging)
+    return await review.queue(session, org, status, paging)
 
 
 @router.post(
@@ -194,11 +190,11 @@ async def contributions_approve(
     record_id: RecordId,
     session: DbSession,
     principal: CurrentMember,
+    scope: OfficerScope,
     data: ContributionApprove | None = None,
 ) -> ContributionQueueItem:
-    scope = await officer_scope(session, principal)
     comment = data.comment if data is not None else None
-    return await service.decide(
+    return await review.decide(
         session, principal.person, scope, record_id, "approve", comment or None
     )
 
@@ -210,10 +206,13 @@ async def contributions_approve(
     summary="Reject a pending record of my subtree (reason required)",
 )
 async def contributions_reject(
-    record_id: RecordId, data: ContributionReasoned, session: DbSession, principal: CurrentMember
+    record_id: RecordId,
+    data: ContributionReasoned,
+    session: DbSession,
+    principal: CurrentMember,
+    scope: OfficerScope,
 ) -> ContributionQueueItem:
-    scope = await officer_scope(session, principal)
-    return await service.decide(session, principal.person, scope, record_id, "reject", data.reason)
+    return await review.decide(session, principal.person, scope, record_id, "reject", data.reason)
 
 
 @router.post(
@@ -223,10 +222,13 @@ async def contributions_reject(
     summary="Return a pending record to its member for changes (reason required)",
 )
 async def contributions_return(
-    record_id: RecordId, data: ContributionReasoned, session: DbSession, principal: CurrentMember
+    record_id: RecordId,
+    data: ContributionReasoned,
+    session: DbSession,
+    principal: CurrentMember,
+    scope: OfficerScope,
 ) -> ContributionQueueItem:
-    scope = await officer_scope(session, principal)
-    return await service.decide(session, principal.person, scope, record_id, "return", data.reason)
+    return await review.decide(session, principal.person, scope, record_id, "return", data.reason)
 
 
 @router.post(
@@ -236,14 +238,11 @@ async def contributions_return(
     summary="Decide many records at once; a result per id",
 )
 async def contributions_review(
-    data: ContributionReview, session: DbSession, principal: CurrentMember
+    data: ContributionReview, session: DbSession, principal: CurrentMember, scope: ReviewerScope
 ) -> ReviewResponse:
     """Each id gets `{id, ok, status?, code?}`: `not_found` for an unknown id or one outside
     the caller's subtree, `invalid_transition` for one no longer pending,
     `review_own_forbidden` for the officer's own record."""
-    scope = await officer_scope(session, principal)
-    if scope.empty:
-        raise Forbidden()
-    return await service.review(
+    return await review.decide_many(
         session, principal.person, scope, data.ids, data.decision, data.comment or None
     )

@@ -10,50 +10,36 @@ What a record must satisfy when it is logged or edited is in `rules`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import date
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.authz import Scope
 from app.contributions import repository as repo
 from app.contributions import rules
 from app.contributions.rules import EDITABLE
 from app.contributions.schemas import (
     ContributionCreate,
-    ContributionQueueItem,
     ContributionRead,
     ContributionUpdate,
-    MemberCard,
     OrgRef,
     PostTotal,
-    ReviewResponse,
-    ReviewResult,
     SummaryCell,
     SummaryRead,
     half_hours_of,
 )
 from app.core import clock
 from app.core.audit import audit
-from app.core.crypto import mask_phone
 from app.core.errors import InvalidTransition, NotFound, ValidationFailed
 from app.core.i18n import text
 from app.core.outbox import record_event
 from app.core.pagination import Page, PageParams, page_of
-from app.core.review import Outcome
 from app.models.activity import Post
 from app.models.contribution import Contribution, ContributionStatus
 from app.models.user import User
 
 OBJECT_TYPE = "contribution"
 
-Decision = Literal["approve", "reject", "return"]
-_DECISIONS: dict[Decision, ContributionStatus] = {
-    "approve": ContributionStatus.approved,
-    "reject": ContributionStatus.rejected,
-    "return": ContributionStatus.returned,
-}
 _TOPICS: dict[ContributionStatus, str] = {
     ContributionStatus.pending: "contribution.submitted",
     ContributionStatus.approved: "contribution.approved",
@@ -132,17 +118,6 @@ def _record_fields(row: Any) -> dict[str, Any]:
 
 def _read(row: Any) -> ContributionRead:
     return ContributionRead(**_record_fields(row))
-
-
-def _queue_item(row: Any) -> ContributionQueueItem:
-    return ContributionQueueItem(
-        **_record_fields(row),
-        member=MemberCard(
-            id=row.user_id, name=row.user_name, phone_masked=mask_phone(row.user_phone)
-        ),
-        possible_duplicate=bool(row.possible_duplicate),
-        decided_by=row.decided_by,
-    )
 
 
 # --- members ----------------------------------------------------------------------------------
@@ -345,90 +320,3 @@ async def withdraw(session: AsyncSession, user: User, record_id: uuid.UUID) -> C
         to_state=ContributionStatus.withdrawn,
     )
     return await get_mine(session, user.id, record.id)
-
-
-# --- officers ---------------------------------------------------------------------------------
-
-
-async def queue(
-    session: AsyncSession, path: str, status: ContributionStatus | None, params: PageParams
-) -> Page[ContributionQueueItem]:
-    rows = await repo.queue_page(session, path, status.value if status else None, params)
-    items, cursor = page_of(rows, params, repo.cursor_key)
-    return Page(items=[_queue_item(r) for r in items], next_cursor=cursor)
-
-
-def _reason_required(decision: Decision, comment: str | None) -> None:
-    if decision in ("reject", "return") and not comment:
-        raise ValidationFailed(
-            "comment", text("驳回或退回时须填写理由", "A reason is required to reject or return")
-        )
-
-
-async def _decide_many(
-    session: AsyncSession,
-    actor: User,
-    scope: Scope,
-    ids: Sequence[uuid.UUID],
-    decision: Decision,
-    comment: str | None,
-) -> Outcome:
-    to_state = _DECISIONS[decision]
-    changed = await repo.decide(
-        session, ids, scope=scope, actor_id=actor.id, to_state=to_state.value, comment=comment
-    )
-    for row in changed:
-        _record(
-            session,
-            record_id=row.id,
-            org_id=row.org_id,
-            user_id=row.user_id,
-            actor_id=actor.id,
-            from_state=ContributionStatus.pending.value,
-            to_state=to_state,
-            comment=comment,
-        )
-    decided = frozenset(row.id for row in changed)
-    rest = [i for i in ids if i not in decided]
-    others = await repo.visible_states(session, rest, scope) if rest else {}
-    return Outcome(to_state, actor.id, decided, others)
-
-
-async def decide(
-    session: AsyncSession,
-    actor: User,
-    scope: Scope,
-    record_id: uuid.UUID,
-    decision: Decision,
-    comment: str | None,
-) -> ContributionQueueItem:
-    _reason_required(decision, comment)
-    outcome = await _decide_many(session, actor, scope, [record_id], decision, comment)
-    outcome.raise_unless_decided(record_id)
-    row = await repo.queue_one(session, record_id)
-    assert row is not None
-    return _queue_item(row)
-
-
-async def review(
-    session: AsyncSession,
-    actor: User,
-    scope: Scope,
-    ids: Sequence[uuid.UUID],
-    decision: Decision,
-    comment: str | None,
-) -> ReviewResponse:
-    _reason_required(decision, comment)
-    outcome = await _decide_many(session, actor, scope, ids, decision, comment)
-    results = []
-    for record_id in ids:
-        state = outcome.state_of(record_id)
-        results.append(
-            ReviewResult(
-                id=record_id,
-                ok=record_id in outcome.decided,
-                status=ContributionStatus(state) if state is not None else None,
-                code=outcome.code_of(record_id),
-            )
-        )
-    return ReviewResponse(results=results)

@@ -9,7 +9,9 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.checkins import repository as repo
+from app import review
+from app.authz import EVERYTHING
+from app.checkins.reviewable import CHECKINS
 from app.core import clock
 from app.models.enums import CheckinStatus
 from app.models.kit import AuditLog, OutboxEvent
@@ -186,17 +188,19 @@ class TestTheUpdateItself:
         tree: Tree,
         sessionmaker: async_sessionmaker[AsyncSession],
     ) -> None:
-        """No Python pre-check to race past: the UPDATE's own WHERE refuses the owner."""
+        """No Python pre-check to race past: the UPDATE's own WHERE refuses the owner, even
+        with a scope that covers everything."""
         officer, headers = await officer_of_r1(db, tree)
         own = uuid.UUID((await submit(client, headers, tree.r1))["id"])
         async with sessionmaker() as session, session.begin():
-            changed = await repo.transition(
+            changed = await review.transition(
                 session,
+                CHECKINS,
                 [own],
                 from_state=CheckinStatus.pending,
                 to_state=CheckinStatus.approved,
-                where=[repo.not_owned_by(officer.id)],
-                values={"decided_by": officer.id, "decided_at": clock.now()},
+                where=CHECKINS.decidable_by(officer.id, EVERYTHING),
+                values={CHECKINS.decided_by: officer.id, CHECKINS.decided_at: clock.now()},
             )
         assert changed == []
         assert await status_of(sessionmaker, str(own)) == "pending"

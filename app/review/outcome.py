@@ -1,21 +1,33 @@
-"""What became of each id an officer decided (check-ins, contributions).
+"""What became of each id an officer decided.
 
 A decision is one conditional UPDATE over the ids: pending, in the officer's scope, not the
 officer's own.  It decides some; for the others, the state they are in now says why not —
 unknown or out of scope (`not_found`), the officer's own and still pending
 (`review_own_forbidden`), anything else not pending (`invalid_transition`, also the loser of a
-race).  One answer for a single decision (raised) and for a batch (a result per id).
+race).  One answer for a single decision (raised) and for a batch (a verdict per id).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from app.core.errors import AppError, InvalidTransition, NotFound, ReviewOwnForbidden
 
 # The state every reviewable record waits in.
 PENDING = "pending"
+
+
+class Verdict(NamedTuple):
+    """One id of a batch: decided or not, its state now (when the officer may see it) and,
+    when not decided, the problem code saying why."""
+
+    id: uuid.UUID
+    ok: bool
+    status: str | None
+    code: str | None
 
 
 @dataclass(frozen=True)
@@ -53,3 +65,7 @@ class Outcome:
     def code_of(self, object_id: uuid.UUID) -> str | None:
         refusal = self.refusal(object_id)
         return refusal.code if refusal is not None else None
+
+    def verdicts(self, ids: Sequence[uuid.UUID]) -> list[Verdict]:
+        """A verdict per id, in the order given."""
+        return [Verdict(i, i in self.decided, self.state_of(i), self.code_of(i)) for i in ids]

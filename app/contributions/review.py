@@ -1,0 +1,136 @@
+"""Officers review contributions: the queue of their subtree, a decision on one (approve,
+reject, or return to the member for changes), a batch with a result per id.
+
+The contribution as a reviewable record (app/review) is `CONTRIBUTIONS`: pending → approved |
+rejected | returned by an officer; a returned record goes back to pending when its member edits
+it.  Rejecting and returning need a reason.  Activity credits are facts, approved from the
+start: they appear in the queue but are never decided.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import review
+from app.authz import Scope
+from app.contributions import repository as repo
+from app.contributions import review_repository as queue_repo
+from app.contributions.review_repository import QueueRow
+from app.contributions.schemas import (
+    ContributionQueueItem,
+    MemberCard,
+    ReviewResponse,
+    ReviewResult,
+)
+from app.contributions.service import _record_fields
+from app.core.crypto import mask_phone
+from app.core.pagination import Page, PageParams, page_of
+from app.models.contribution import Contribution, ContributionStatus
+from app.models.organization import Organization
+from app.models.user import User
+
+Decision = Literal["approve", "reject", "return"]
+
+
+def _queue_item(row: QueueRow) -> ContributionQueueItem:
+    return ContributionQueueItem(
+        **_record_fields(row),
+        member=MemberCard(
+            id=row.user_id, name=row.user_name, phone_masked=mask_phone(row.user_phone)
+        ),
+        possible_duplicate=bool(row.possible_duplicate),
+        decided_by=row.decided_by,
+    )
+
+
+async def _load(session: AsyncSession, record_id: uuid.UUID) -> ContributionQueueItem | None:
+    row = await queue_repo.queue_one(session, record_id)
+    return None if row is None else _queue_item(row)
+
+
+CONTRIBUTIONS: review.Reviewable[ContributionQueueItem] = review.Reviewable(
+    object_type="contribution",
+    table=Contribution,
+    id=Contribution.id,
+    status=Contribution.status,
+    owner=Contribution.user_id,
+    org=Contribution.org_id,
+    decided_at=Contribution.decided_at,
+    decided_by=Contribution.decided_by,
+    decision_comment=Contribution.decision_comment,
+    updated_at=Contribution.updated_at,
+    decisions={
+        "approve": ContributionStatus.approved.value,
+        "reject": ContributionStatus.rejected.value,
+        "return": ContributionStatus.returned.value,
+    },
+    reason_required=frozenset({"reject", "return"}),
+    reason_missing=("驳回或退回时须填写理由", "A reason is required to reject or return"),
+    load=_load,
+)
+
+
+async def queue(
+    session: AsyncSession, org: Organization, status: ContributionStatus | None, params: PageParams
+) -> Page[ContributionQueueItem]:
+    rows = await queue_repo.queue_page(session, org.path, status.value if status else None, params)
+    items, cursor = page_of(rows, params, repo.cursor_key)
+    return Page(items=[_queue_item(r) for r in items], next_cursor=cursor)
+
+
+async def decide(
+    session: AsyncSession,
+    actor: User,
+    scope: Scope,
+    record_id: uuid.UUID,
+    decision: Decision,
+    comment: str | None,
+) -> ContributionQueueItem:
+    """Decide one pending record in the officer's subtree.
+
+    Outside the subtree (or unknown): 404; the officer's own, pending: 403
+    `review_own_forbidden`; not pending (also: lost a race): 409."""
+    return await review.decide_one(
+        session,
+        CONTRIBUTIONS,
+        actor_id=actor.id,
+        scope=scope,
+        object_id=record_id,
+        decision=decision,
+        comment=comment,
+    )
+
+
+async def decide_many(
+    session: AsyncSession,
+    actor: User,
+    scope: Scope,
+    ids: Sequence[uuid.UUID],
+    decision: Decision,
+    comment: str | None,
+) -> ReviewResponse:
+    """A batch: a result per id, in the order given; one bad id does not sink the others."""
+    verdicts = await review.decide_batch(
+        session,
+        CONTRIBUTIONS,
+        actor_id=actor.id,
+        scope=scope,
+        ids=ids,
+        decision=decision,
+        comment=comment,
+    )
+    return ReviewResponse(
+        results=[
+            ReviewResult(
+                id=v.id,
+                ok=v.ok,
+                status=ContributionStatus(v.status) if v.status is not None else None,
+                code=v.code,
+            )
+            for v in verdicts
+        ]
+    )

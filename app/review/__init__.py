@@ -1,0 +1,36 @@
+"""Officers' review: one mechanism for every kind of record an officer approves.
+
+- `reviewable`: `Reviewable`, the description of one kind (check-ins, contributions, …);
+- `decisions`: decide one record or a batch with one conditional UPDATE, an audit entry and an
+  outbox event per decided record; the owner's own moves use the same `transition`;
+- `outcome`: what became of each id (`Outcome`, a `Verdict` per id of a batch).
+
+Authorization is not decided here: callers pass the officer's resolved `Scope` (app.authz),
+and a record outside it is simply not found.
+"""
+
+from __future__ import annotations
+
+from app.review.decisions import (
+    decide_batch,
+    decide_one,
+    record_change,
+    states,
+    transition,
+)
+from app.review.outcome import PENDING, Outcome, Verdict
+from app.review.reviewable import Changed, OnDecided, Reviewable
+
+__all__ = [
+    "PENDING",
+    "Changed",
+    "OnDecided",
+    "Outcome",
+    "Reviewable",
+    "Verdict",
+    "decide_batch",
+    "decide_one",
+    "record_change",
+    "states",
+    "transition",
+]

@@ -1,0 +1,194 @@
+"""The review mechanism: an officer decides one record or a batch.
+
+Every change of state is one conditional UPDATE (… WHERE id IN (…) AND status = :from …
+RETURNING), so that of two concurrent writers exactly one wins: the second re-checks the
+condition after the first commits and matches nothing.  A decision adds to that condition the
+officer's scope and "not the officer's own" (403 `review_own_forbidden`), so no pre-check can be
+raced past.  Each changed record gets an audit entry and an outbox event in the same
+transaction; nothing here commits.
+
+The owner's own moves on a record (withdraw, leave) go through the same `transition` and
+`record_change`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from app.authz import Scope
+from app.core import clock
+from app.core.audit import audit
+from app.core.errors import ValidationFailed
+from app.core.i18n import text
+from app.core.outbox import record_event
+from app.review.outcome import PENDING, Outcome, Verdict
+from app.review.reviewable import Changed, Reviewable
+
+ItemT = TypeVar("ItemT")
+
+
+async def transition(
+    session: AsyncSession,
+    kind: Reviewable[Any],
+    ids: Sequence[uuid.UUID],
+    *,
+    from_state: str,
+    to_state: str,
+    where: Iterable[ColumnElement[bool]],
+    values: Mapping[InstrumentedAttribute[Any], Any],
+) -> list[Changed]:
+    """One conditional UPDATE of those of `ids` in `from_state` matching `where` into
+    `to_state` (with `values`); the records it changed."""
+    stmt = (
+        update(kind.table)
+        .where(kind.id.in_(ids), kind.status == from_state, *where)
+        .values({kind.status: to_state, **values})
+        .returning(kind.id, kind.org, kind.owner)
+        .execution_options(synchronize_session=False)
+    )
+    return [Changed(*row) for row in await session.execute(stmt)]
+
+
+async def states(
+    session: AsyncSession,
+    kind: Reviewable[Any],
+    ids: Sequence[uuid.UUID],
+    *where: ColumnElement[bool],
+) -> dict[uuid.UUID, tuple[str, uuid.UUID]]:
+    """(state, owner) of those of `ids` that match `where` (ownership or scope)."""
+    rows = await session.execute(
+        select(kind.id, kind.status, kind.owner).where(kind.id.in_(ids), *where)
+    )
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def record_change(
+    session: AsyncSession,
+    kind: Reviewable[Any],
+    record: Changed,
+    *,
+    actor_id: uuid.UUID,
+    from_state: str | None,
+    to_state: str,
+    comment: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """The audit entry and the outbox event of one change (ids and states, no personal data
+    in the event: a worker reads what it needs)."""
+    topic = kind.topic(to_state)
+    audit(
+        session,
+        action=topic,
+        object_type=kind.object_type,
+        object_id=record.id,
+        org_id=record.org_id,
+        actor_id=actor_id,
+        from_state=from_state,
+        to_state=to_state,
+        comment=comment,
+    )
+    payload: dict[str, Any] = {
+        f"{kind.object_type}_id": str(record.id),
+        "org_id": str(record.org_id),
+        "user_id": str(record.owner_id),
+        "actor_id": str(actor_id),
+        "from_state": from_state,
+        "to_state": to_state,
+    }
+    payload.update(extra or {})
+    record_event(session, topic, payload, aggregate_id=str(record.id))
+
+
+def _require_reason(kind: Reviewable[Any], decision: str, comment: str | None) -> None:
+    if decision in kind.reason_required and not comment:
+        raise ValidationFailed("comment", text(*kind.reason_missing))
+
+
+async def _decide(
+    session: AsyncSession,
+    kind: Reviewable[Any],
+    actor_id: uuid.UUID,
+    scope: Scope,
+    ids: Sequence[uuid.UUID],
+    decision: str,
+    comment: str | None,
+) -> Outcome:
+    """Decide every pending one of `ids` within `scope` and not the actor's own, with one
+    UPDATE; the outcome knows, for the others visible in scope, why they were not."""
+    _require_reason(kind, decision, comment)
+    to_state = kind.decisions[decision]
+    now = clock.now()
+    changed = await transition(
+        session,
+        kind,
+        ids,
+        from_state=PENDING,
+        to_state=to_state,
+        where=kind.decidable_by(actor_id, scope),
+        values={
+            kind.decided_at: now,
+            kind.decided_by: actor_id,
+            kind.decision_comment: comment,
+            kind.updated_at: now,
+        },
+    )
+    for record in changed:
+        record_change(
+            session,
+            kind,
+            record,
+            actor_id=actor_id,
+            from_state=PENDING,
+            to_state=to_state,
+            comment=comment,
+        )
+    if changed and kind.on_decided is not None:
+        await kind.on_decided(session, to_state, changed)
+    decided = frozenset(record.id for record in changed)
+    rest = [i for i in ids if i not in decided]
+    others = await states(session, kind, rest, kind.in_scope(scope)) if rest else {}
+    return Outcome(to_state, actor_id, decided, others)
+
+
+async def decide_one(
+    session: AsyncSession,
+    kind: Reviewable[ItemT],
+    *,
+    actor_id: uuid.UUID,
+    scope: Scope,
+    object_id: uuid.UUID,
+    decision: str,
+    comment: str | None,
+) -> ItemT:
+    """Decide one pending record of the officer's scope; the officer's view of it after.
+
+    Outside the scope (or unknown): 404; the officer's own, pending: 403
+    `review_own_forbidden`; not pending (also: lost a race): 409 `invalid_transition`;
+    a decision that needs a reason without one: 422."""
+    outcome = await _decide(session, kind, actor_id, scope, [object_id], decision, comment)
+    outcome.raise_unless_decided(object_id)
+    item = await kind.load(session, object_id)
+    assert item is not None, "decided in this transaction"
+    return item
+
+
+async def decide_batch(
+    session: AsyncSession,
+    kind: Reviewable[Any],
+    *,
+    actor_id: uuid.UUID,
+    scope: Scope,
+    ids: Sequence[uuid.UUID],
+    decision: str,
+    comment: str | None,
+) -> list[Verdict]:
+    """A batch: a verdict per id, in the order given; one bad id does not sink the others
+    (a decision that needs a reason without one refuses the whole batch: 422)."""
+    outcome = await _decide(session, kind, actor_id, scope, ids, decision, comment)
+    return outcome.verdicts(ids)
