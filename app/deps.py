@@ -1,4 +1,5 @@
-"""Request dependencies shared by every router: the database session and the settings.
+"""Request dependencies shared by every router: the database session, the settings, the
+evidence store and the page parameters.
 
 Who is calling is answered by the guards in `app.authz.guards`.
 """
@@ -8,11 +9,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams
 from app.db.session import session_scope
+from app.integrations.storage import Storage
 
 
 async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -33,7 +36,29 @@ async def get_app_settings(request: Request) -> Settings:
     return settings
 
 
+async def get_storage(request: Request) -> Storage:
+    """The application's evidence store (made at start-up from its settings)."""
+    storage: Storage = request.app.state.storage
+    return storage
+
+
 # Committed when the endpoint function returns, before the response is sent.
 DbSession = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SessionFactory = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 AppSettings = Annotated[Settings, Depends(get_app_settings)]
+AppStorage = Annotated[Storage, Depends(get_storage)]
+
+
+async def page_params(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 100)")] = (
+        DEFAULT_LIMIT
+    ),
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="`next_cursor` of the previous page")
+    ] = None,
+) -> PageParams:
+    """`?limit=&cursor=` of every list endpoint."""
+    return PageParams(limit=limit, cursor=cursor)
+
+
+Paging = Annotated[PageParams, Depends(page_params)]

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from app.activities import attendance, lifecycle, signups, views
 from app.activities.schemas import (
@@ -26,13 +26,11 @@ from app.activities.schemas import (
 )
 from app.authz.guards import CurrentMember
 from app.core.openapi import problems
-from app.core.pagination import Page, PageParams, page_params
-from app.deps import DbSession
+from app.core.pagination import Page
+from app.deps import DbSession, Paging
 from app.models.activity import SignupStatus
 
 router = APIRouter(tags=["activities"])
-
-Pages = Annotated[PageParams, Depends(page_params)]
 
 
 @router.post(
@@ -84,7 +82,7 @@ async def activities_complete(
 async def activities_list(
     session: DbSession,
     principal: CurrentMember,
-    page: Pages,
+    page: Paging,
     org_id: Annotated[uuid.UUID | None, Query(description="Hosted or co-hosted by")] = None,
     starts_from: Annotated[
         datetime | None, Query(alias="from", description="Starting at or after")
@@ -148,7 +146,7 @@ async def activities_signup_cancel(
 async def me_signups_list(
     session: DbSession,
     principal: CurrentMember,
-    page: Pages,
+    page: Paging,
     status: SignupStatus | None = None,
 ) -> Page[MySignupItem]:
     """The caller's sign-ups, newest first."""
@@ -160,7 +158,7 @@ async def activities_signups_list(
     activity_id: uuid.UUID,
     session: DbSession,
     principal: CurrentMember,
-    page: Pages,
+    page: Paging,
     status: SignupStatus | None = None,
 ) -> Page[RosterItem]:
     """The roster, in sign-up order, with attendance (officers)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from app.authz.guards import CurrentMember, OfficerOrg, OfficerScope, ReviewerScope
 from app.checkins import audit_log, members, review, submission
@@ -22,13 +22,12 @@ from app.checkins.schemas import (
     ReviewResponse,
 )
 from app.core.openapi import problems
-from app.core.pagination import Page, PageParams, page_params
-from app.deps import DbSession
+from app.core.pagination import Page
+from app.deps import DbSession, Paging
 from app.models.enums import CheckinStatus
 
 router = APIRouter(tags=["checkins"])
 
-Paging = Annotated[PageParams, Depends(page_params)]
 CheckinId = Annotated[uuid.UUID, Path(description="The check-in")]
 
 

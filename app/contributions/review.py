@@ -26,7 +26,7 @@ from app.contributions.schemas import (
     ReviewResponse,
     ReviewResult,
 )
-from app.contributions.service import _record_fields
+from app.contributions.shaping import record_fields
 from app.core.crypto import mask_phone
 from app.core.pagination import Page, PageParams, page_of
 from app.models.contribution import Contribution, ContributionStatus
@@ -38,7 +38,7 @@ Decision = Literal["approve", "reject", "return"]
 
 def _queue_item(row: QueueRow) -> ContributionQueueItem:
     return ContributionQueueItem(
-        **_record_fields(row),
+        **record_fields(row),
         member=MemberCard(
             id=row.user_id, name=row.user_name, phone_masked=mask_phone(row.user_phone)
         ),

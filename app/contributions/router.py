@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from app.authz.guards import CurrentMember, OfficerOrg, OfficerScope, ReviewerScope
 from app.contributions import categories, review, service
@@ -28,14 +28,13 @@ from app.contributions.schemas import (
 )
 from app.core import clock
 from app.core.openapi import problems
-from app.core.pagination import Page, PageParams, page_params
-from app.deps import AppSettings, DbSession
+from app.core.pagination import Page
+from app.deps import AppSettings, DbSession, Paging
 from app.models.activity import Post
 from app.models.contribution import ContributionStatus
 
 router = APIRouter(tags=["contributions"])
 
-Paging = Annotated[PageParams, Depends(page_params)]
 RecordId = Annotated[uuid.UUID, Path(description="The contribution")]
 OrgId = Annotated[uuid.UUID, Path(description="The organization whose subtree is read")]
 

@@ -15,8 +15,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import review
 from app.contributions import repository as repo
-from app.contributions import rules
+from app.contributions import rules, shaping
+from app.contributions.review import CONTRIBUTIONS
 from app.contributions.rules import EDITABLE
 from app.contributions.schemas import (
     ContributionCreate,
@@ -32,92 +34,12 @@ from app.core import clock
 from app.core.audit import audit
 from app.core.errors import InvalidTransition, NotFound, ValidationFailed
 from app.core.i18n import text
-from app.core.outbox import record_event
 from app.core.pagination import Page, PageParams, page_of
 from app.models.activity import Post
 from app.models.contribution import Contribution, ContributionStatus
 from app.models.user import User
 
-OBJECT_TYPE = "contribution"
-
-_TOPICS: dict[ContributionStatus, str] = {
-    ContributionStatus.pending: "contribution.submitted",
-    ContributionStatus.approved: "contribution.approved",
-    ContributionStatus.rejected: "contribution.rejected",
-    ContributionStatus.returned: "contribution.returned",
-    ContributionStatus.withdrawn: "contribution.withdrawn",
-}
-
-
-def _record(
-    session: AsyncSession,
-    *,
-    record_id: uuid.UUID,
-    org_id: uuid.UUID,
-    user_id: uuid.UUID,
-    actor_id: uuid.UUID,
-    from_state: str | None,
-    to_state: ContributionStatus,
-    comment: str | None = None,
-) -> None:
-    """Audit entry and outbox event of one change (ids and states only in the event)."""
-    topic = _TOPICS[to_state]
-    audit(
-        session,
-        action=topic,
-        object_type=OBJECT_TYPE,
-        object_id=record_id,
-        org_id=org_id,
-        actor_id=actor_id,
-        from_state=from_state,
-        to_state=to_state.value,
-        comment=comment,
-    )
-    record_event(
-        session,
-        topic,
-        {
-            "contribution_id": str(record_id),
-            "org_id": str(org_id),
-            "user_id": str(user_id),
-            "actor_id": str(actor_id),
-            "from_state": from_state,
-            "to_state": to_state.value,
-        },
-        aggregate_id=str(record_id),
-    )
-
-
-# --- shaping ----------------------------------------------------------------------------------
-
-
-def _hours(half_hours: int | None) -> float:
-    return (half_hours or 0) / 2
-
-
-def _record_fields(row: Any) -> dict[str, Any]:
-    """What the member's and the officer's views of a record share."""
-    return {
-        "id": row.id,
-        "source": row.source,
-        "status": row.status,
-        "post": row.post,
-        "category": row.category,
-        "title": row.title,
-        "description": row.description,
-        "occurred_on": row.occurred_on,
-        "hours": _hours(row.half_hours),
-        "org": OrgRef(id=row.org_id, name=row.org_name),
-        "activity_id": row.activity_id,
-        "attachment_count": row.attachment_count,
-        "submitted_at": row.submitted_at,
-        "decided_at": row.decided_at,
-        "decision_comment": row.decision_comment,
-    }
-
-
-def _read(row: Any) -> ContributionRead:
-    return ContributionRead(**_record_fields(row))
+OBJECT_TYPE = CONTRIBUTIONS.object_type
 
 
 # --- members ----------------------------------------------------------------------------------
@@ -152,11 +74,10 @@ async def submit(
     )
     session.add(record)
     await session.flush()
-    _record(
+    review.record_change(
         session,
-        record_id=record.id,
-        org_id=record.org_id,
-        user_id=user.id,
+        CONTRIBUTIONS,
+        review.Changed(record.id, record.org_id, user.id),
         actor_id=user.id,
         from_state=None,
         to_state=ContributionStatus.pending,
@@ -170,7 +91,7 @@ async def submit(
         title=record.title,
         description=record.description,
         occurred_on=record.occurred_on,
-        hours=_hours(half_hours),
+        hours=shaping.hours(half_hours),
         org=OrgRef(id=record.org_id, name=org_name),
         attachment_count=0,
         submitted_at=now,
@@ -185,7 +106,7 @@ async def get_mine(
     row = await repo.mine_one(session, user_id, record_id)
     if row is None:
         raise NotFound()
-    return _read(row)
+    return shaping.read(row)
 
 
 async def list_mine(
@@ -206,13 +127,15 @@ async def list_mine(
         params=params,
     )
     items, cursor = page_of(rows, params, repo.cursor_key)
-    return Page(items=[_read(r) for r in items], next_cursor=cursor)
+    return Page(items=[shaping.read(r) for r in items], next_cursor=cursor)
 
 
 async def summary(session: AsyncSession, user_id: uuid.UUID, year: int) -> SummaryRead:
     rows = await repo.summary(session, user_id, year)
     cells = [
-        SummaryCell(post=r.post, status=r.status, count=r.records, hours=_hours(r.half_hours))
+        SummaryCell(
+            post=r.post, status=r.status, count=r.records, hours=shaping.hours(r.half_hours)
+        )
         for r in sorted(rows, key=lambda r: (r.post, r.status))
     ]
     totals = []
@@ -276,11 +199,10 @@ async def update(
     if not await repo.change_own(session, record.id, user.id, from_state, values):
         raise InvalidTransition()  # decided or withdrawn meanwhile
     if from_state == ContributionStatus.returned:
-        _record(
+        review.record_change(
             session,
-            record_id=record.id,
-            org_id=org_id,
-            user_id=user.id,
+            CONTRIBUTIONS,
+            review.Changed(record.id, org_id, user.id),
             actor_id=user.id,
             from_state=from_state,
             to_state=ContributionStatus.pending,
@@ -310,11 +232,10 @@ async def withdraw(session: AsyncSession, user: User, record_id: uuid.UUID) -> C
     values = {"status": ContributionStatus.withdrawn.value}
     if not await repo.change_own(session, record.id, user.id, from_state, values):
         raise InvalidTransition()
-    _record(
+    review.record_change(
         session,
-        record_id=record.id,
-        org_id=record.org_id,
-        user_id=user.id,
+        CONTRIBUTIONS,
+        review.Changed(record.id, record.org_id, user.id),
         actor_id=user.id,
         from_state=from_state,
         to_state=ContributionStatus.withdrawn,

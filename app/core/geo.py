@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import ColumnElement, or_
+from sqlalchemy.orm import QueryableAttribute
 
 from app.core.errors import ValidationFailed
 from app.core.i18n import text
+
+# A latitude or longitude column, nullable or not (a mapped attribute or a column expression).
+Coordinate: TypeAlias = (
+    "ColumnElement[float] | ColumnElement[float | None]"
+    " | QueryableAttribute[float] | QueryableAttribute[float | None]"
+)
 
 EARTH_RADIUS_M = 6_371_008.8
 METRES_PER_DEGREE = EARTH_RADIUS_M * math.pi / 180  # about 111,195 m
@@ -58,9 +65,7 @@ def parse_near(near: str | None, radius_km: float | None, *, default_km: float) 
     return Near(lat=lat, lng=lng, radius_m=km * 1000)
 
 
-def planar_distance_sq(
-    lat: ColumnElement[float], lng: ColumnElement[float], lat0: float, lng0: float
-) -> ColumnElement[float]:
+def planar_distance_sq(lat: Coordinate, lng: Coordinate, lat0: float, lng0: float) -> Any:
     """Squared distance in m² on the equirectangular projection around (lat0, lng0): within
     0.1 % of the great circle at the scale of a city; for ORDER BY and pre-filtering."""
     k_lng = METRES_PER_DEGREE * max(math.cos(math.radians(lat0)), 0.01)
@@ -69,9 +74,7 @@ def planar_distance_sq(
     return dy * dy + dx * dx
 
 
-def bounding_box(
-    lat: ColumnElement[float], lng: ColumnElement[float], near: Near
-) -> list[ColumnElement[bool]]:
+def bounding_box(lat: Coordinate, lng: Coordinate, near: Near) -> list[ColumnElement[bool]]:
     """WHERE clauses for a box around the circle (index-friendly), across the antimeridian
     and over the poles too."""
     dlat = near.radius_m / METRES_PER_DEGREE

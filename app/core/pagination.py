@@ -12,9 +12,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from fastapi import Query
 from pydantic import BaseModel
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute
@@ -39,17 +38,6 @@ class Page(BaseModel, Generic[T]):
 class PageParams:
     limit: int
     cursor: str | None
-
-
-def page_params(
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size (max 100)")] = (
-        DEFAULT_LIMIT
-    ),
-    cursor: Annotated[
-        str | None, Query(max_length=512, description="`next_cursor` of the previous page")
-    ] = None,
-) -> PageParams:
-    return PageParams(limit=limit, cursor=cursor)
 
 
 def _encode_value(value: Any) -> Any:

@@ -6,15 +6,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request, Response, status
+from fastapi import APIRouter, Form, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from app.authz.guards import CurrentMember
 from app.config import Settings
 from app.core.errors import problem_body
 from app.core.openapi import problems
-from app.core.pagination import PageParams, page_params
-from app.deps import AppSettings, DbSession, SessionFactory
+from app.deps import AppSettings, DbSession, Paging, SessionFactory
 from app.identity import accounts, grants, sessions
 from app.identity.oauth import OAuthError
 from app.identity.schemas import (
@@ -176,7 +175,7 @@ async def me_update(body: MeUpdate, db: DbSession, me: CurrentMember) -> MeRead:
 async def me_sessions_list(
     db: DbSession,
     me: CurrentMember,
-    params: Annotated[PageParams, Depends(page_params)],
+    params: Paging,
 ) -> SessionPage:
     return await sessions.list_sessions(db, me, params)
 

@@ -5,7 +5,7 @@ interface with two implementations.
 default.  `S3Storage` keeps them in a bucket of an S3-compatible store (AWS S3, MinIO, Aliyun
 OSS, …) with `QUYU_STORAGE_BACKEND=s3` and the `QUYU_S3_*` settings.  `storage_for(settings)`
 makes the one the settings choose; the application makes it once, at start-up, and hands it to
-the routes that need it (`get_storage`).
+the routes that need it (`app.deps.AppStorage`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
-from starlette.requests import Request
 
 from app.config import ConfigError, Settings
 
@@ -201,9 +200,3 @@ def storage_for(settings: Settings) -> Storage:
         prefix=settings.s3_prefix,
         addressing_style=settings.s3_addressing_style,
     )
-
-
-async def get_storage(request: Request) -> Storage:
-    """The application's store (made at start-up from its settings)."""
-    storage: Storage = request.app.state.storage
-    return storage

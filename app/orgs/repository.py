@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
 from sqlalchemy import ColumnElement, Select, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -133,8 +133,8 @@ async def orgs_near(
     """At most `limit` organizations in the bounding box around `near`, closest first by the
     planar estimate (the caller ranks them by their exact distance)."""
     # Nullable columns; the box keeps only organizations that have a location.
-    lat = cast("ColumnElement[float]", Organization.lat)
-    lng = cast("ColumnElement[float]", Organization.lng)
+    lat = Organization.lat
+    lng = Organization.lng
     stmt = (
         _directory(scope, filters)
         .where(*bounding_box(lat, lng, near))

@@ -5,19 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app.authz.guards import CurrentMember, CurrentPrincipal, OfficerScope
 from app.core.openapi import problems
-from app.core.pagination import Page, PageParams, page_params
-from app.deps import DbSession
+from app.core.pagination import Page
+from app.deps import DbSession, Paging
 from app.models.enums import OrgKind, RegionType
 from app.orgs import directory, officers, structure
 from app.orgs.schemas import OfficerCreate, OfficerRead, OrgCreate, OrgListItem, OrgRead, OrgUpdate
 
 router = APIRouter(prefix="/orgs", tags=["orgs"])
-
-Paging = Annotated[PageParams, Depends(page_params)]
 
 
 @router.get(

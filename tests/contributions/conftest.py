@@ -7,7 +7,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.integrations.storage import LocalStorage, get_storage
+from app.deps import get_storage
+from app.integrations.storage import LocalStorage
 from tests.contributions.helpers import World, build_world
 
 

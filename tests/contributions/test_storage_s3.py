@@ -19,7 +19,8 @@ from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
 
 from app.config import ConfigError, Settings, get_settings
-from app.integrations.storage import CHUNK, S3Storage, get_storage, storage_for
+from app.deps import get_storage
+from app.integrations.storage import CHUNK, S3Storage, storage_for
 from tests.contributions.helpers import World, create
 from tests.contributions.test_attachments import upload
 

@@ -132,7 +132,7 @@ async def list_published(
 
 
 def _by_distance(stmt: AnySelect, near: Near, params: PageParams) -> AnySelect:
-    lat, lng = Activity.lat.expression, Activity.lng.expression
+    lat, lng = Activity.lat, Activity.lng
     distance_sq = planar_distance_sq(lat, lng, near.lat, near.lng)
     # A bounding box first, so that the (lat, lng) index narrows the candidates.
     stmt = stmt.add_columns(distance_sq.label("distance_sq")).where(

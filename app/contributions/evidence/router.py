@@ -10,21 +10,19 @@ import uuid
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Path, Request, status
+from fastapi import APIRouter, Path, Request, status
 from fastapi.responses import StreamingResponse
 
 from app.authz.guards import CurrentMember, OfficerScope
 from app.contributions.evidence import media, service
 from app.contributions.evidence.schemas import AttachmentRead
 from app.core.openapi import problems
-from app.deps import DbSession
-from app.integrations.storage import Storage, get_storage
+from app.deps import AppStorage, DbSession
 
 router = APIRouter()
 
 RecordId = Annotated[uuid.UUID, Path(description="The contribution")]
 AttachmentId = Annotated[uuid.UUID, Path(description="The attachment")]
-StorageDep = Annotated[Storage, Depends(get_storage)]
 
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -61,7 +59,7 @@ async def contributions_attachments_create(
     request: Request,
     session: DbSession,
     principal: CurrentMember,
-    storage: StorageDep,
+    storage: AppStorage,
 ) -> AttachmentRead:
     """The type is read from the content (415 `attachment_type_unsupported` unless JPEG, PNG,
     WebP or PDF); 413 `attachment_too_large` past 10 MB, before the body is read when
@@ -108,7 +106,7 @@ async def contributions_attachments_get(
     session: DbSession,
     principal: CurrentMember,
     scope: OfficerScope,
-    storage: StorageDep,
+    storage: AppStorage,
 ) -> StreamingResponse:
     found = await service.download(
         session, storage, principal.person, scope, record_id, attachment_id
