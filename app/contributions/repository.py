@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, exists, false, func, or_, select, union_all, update
+from sqlalchemy import ColumnElement, exists, false, func, or_, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,8 +27,6 @@ from app.models.contribution import ACTIVE_STATES, Contribution, ContributionDay
 from app.models.enums import CheckinStatus
 from app.models.organization import Organization
 from app.models.user import User
-
-AnyRow: TypeAlias = "Row[*tuple[Any, ...]]"
 
 
 class SummaryRow(NamedTuple):
