@@ -15,6 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models.activity import Activity, Signup
 from tests.activities.conftest import World, create_activity, events, many_members
 
+# Requests at once, each on a connection of its own.
+pytestmark = pytest.mark.committing
+
 
 async def _scenario(
     client: httpx.AsyncClient,
