@@ -19,11 +19,16 @@ run: $(STAMP)
 
 test: $(STAMP) lint typecheck test-sqlite test-postgres
 
+# pytest-xdist workers, each with a database of its own; files are kept whole on one worker
+# (module-scoped servers start once).  `make test-sqlite PYTEST_WORKERS=0` runs in-process.
+PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile
+
 test-sqlite: $(STAMP)
-	QUYU_TEST_DB=sqlite $(BIN)/pytest -q -p no:cacheprovider
+	QUYU_TEST_DB=sqlite $(PYTEST)
 
 test-postgres: $(STAMP)
-	QUYU_TEST_DB=postgres $(BIN)/pytest -q -p no:cacheprovider
+	QUYU_TEST_DB=postgres $(PYTEST)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests alembic
