@@ -99,7 +99,7 @@ from app.models.organization import Organization  # noqa: E402
 
 get_settings.cache_clear()
 
-pytest_plugins = ["tests.fixtures.factories"]
+pytest_plugins = ["tests.fixtures.factories", "tests.fixtures.orgs"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

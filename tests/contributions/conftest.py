@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contributions.storage import LocalStorage, get_storage
 from tests.contributions.helpers import World, build_world
+from tests.fixtures.orgs import Tree
 
 
 @pytest.fixture(autouse=True)
@@ -21,5 +22,5 @@ def storage_dir(app: FastAPI, tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-async def world(db: AsyncSession) -> World:
-    return await build_world(db)
+async def world(db: AsyncSession, tree: Tree) -> World:
+    return await build_world(db, tree)
