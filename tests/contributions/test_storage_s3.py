@@ -24,6 +24,9 @@ from app.contributions.storage import CHUNK, S3Storage, close_storage, get_stora
 from tests.contributions.helpers import World, create
 from tests.contributions.test_attachments import upload
 
+# Under pytest-xdist (--dist loadgroup) on one worker, so that the S3 stand-in starts once.
+pytestmark = pytest.mark.xdist_group("s3")
+
 BUCKET = "quyu-evidence"
 CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing"}
 

@@ -67,14 +67,17 @@ class TestOfficersList:
         ids = {i["id"] for i in first["items"] + second["items"]}
         assert len(ids) == 5
 
-    async def test_sibling_subtree_officer_is_403(
-        self, client: httpx.AsyncClient, tree: Tree
+    @pytest.mark.parametrize(
+        ("org", "who"),
+        [
+            pytest.param("r1", "h_s2", id="sibling_subtree_officer"),
+            pytest.param("s1", "h_r1", id="officer_below"),
+        ],
+    )
+    async def test_officer_not_above_is_403(
+        self, client: httpx.AsyncClient, tree: Tree, org: str, who: str
     ) -> None:
-        r = await client.get(f"/orgs/{tree.r1.id}/officers", headers=tree.h_s2)
-        assert r.status_code == 403
-
-    async def test_officer_below_is_403(self, client: httpx.AsyncClient, tree: Tree) -> None:
-        r = await client.get(f"/orgs/{tree.s1.id}/officers", headers=tree.h_r1)
+        r = await client.get(f"/orgs/{getattr(tree, org).id}/officers", headers=getattr(tree, who))
         assert r.status_code == 403
 
     async def test_member_and_city_client_are_403(
