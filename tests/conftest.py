@@ -14,8 +14,10 @@ throttle, the WeChat token store and the worker reach) is re-bound to that conne
 `session.begin()` / `commit()` of the app becomes SAVEPOINT / RELEASE SAVEPOINT, every rollback
 a ROLLBACK TO SAVEPOINT, and what a request committed is seen by the next request and by `db`
 exactly as before, because they all share the one connection.  The app's code is not changed:
-only the sessionmaker's arguments are, and they are put back afterwards.  `count_queries`
-leaves out the savepoint statements this adds, so the counts are those of the app's own SQL.
+only the sessionmaker's arguments are, put back afterwards, and the request-session dependency
+is swapped for one that rolls a failed request back at once (`_request_session` says why).
+`count_queries` leaves out the savepoint statements this adds, so the counts are those of the
+app's own SQL.
 
 This is sound while the app's sessions on the test's connection follow one another or nest
 (an outer session still open while an inner one commits and closes): savepoints nest the same
@@ -31,7 +33,12 @@ way.  It is not sound, and real commits are needed, when:
 Such tests carry `@pytest.mark.committing`: they get no outer transaction, the sessionmaker
 keeps its engine, `db` commits through its own engine as before, and every table is emptied
 after the test (TRUNCATE on PostgreSQL, DELETE on SQLite), which is the clean-up every test
-used to have.  Tests that run a server on a database of their own (tests/identity/
+used to have.  They are the concurrency tests (mostly postgres_only), the two-worker tests of
+the WeChat worker and the token store's racing processes, the fuzz tests, the demo seed, and
+the /readyz probes.  A marked test is slower, never wrong; an unmarked one that needs real
+commits is bound to fail (savepoint errors, or data another connection cannot see) rather
+than pass by accident.  Emptying only the tables a test wrote to was not needed: the committing
+tests are few.  Tests that run a server on a database of their own (tests/identity/
 test_multiworker.py) write nothing here and need no marker.
 """
 
