@@ -19,11 +19,17 @@ run: $(STAMP)
 
 test: $(STAMP) lint typecheck test-sqlite test-postgres
 
+# pytest-xdist workers, each with a database of its own; tests are shared out one by one,
+# except those marked xdist_group, kept on one worker (a module's server starts once).
+# `make test-sqlite PYTEST_WORKERS=0` runs in-process.
+PYTEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup
+
 test-sqlite: $(STAMP)
-	QUYU_TEST_DB=sqlite $(BIN)/pytest -q -p no:cacheprovider
+	QUYU_TEST_DB=sqlite $(PYTEST)
 
 test-postgres: $(STAMP)
-	QUYU_TEST_DB=postgres $(BIN)/pytest -q -p no:cacheprovider
+	QUYU_TEST_DB=postgres $(PYTEST)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests alembic

@@ -1,6 +1,46 @@
-"""Test harness: a throwaway database per run (SQLite file or PostgreSQL on 127.0.0.1:5432,
-chosen by QUYU_TEST_DB), built with `alembic upgrade head`; every table emptied after each test;
-the app driven in-process through httpx's ASGI transport."""
+"""Test harness: a throwaway database per test process (SQLite file or PostgreSQL on
+127.0.0.1:5432, chosen by QUYU_TEST_DB; under pytest-xdist each worker has its own), built with
+`alembic upgrade head`; the app driven in-process through httpx's ASGI transport.
+
+Isolation between tests
+-----------------------
+By default a test runs inside one transaction that is rolled back at its end, so that nothing
+needs emptying afterwards.  The `_isolation` fixture takes one connection from the app's engine
+and BEGINs on it (on SQLite the app's engine makes that BEGIN IMMEDIATE: the test holds the
+write lock throughout).  For the length of the test the app's own sessionmaker
+(`app.state.sessionmaker`, the very object that requests, the idempotency middleware, the
+throttle, the WeChat token store and the worker reach) is re-bound to that connection with
+`join_transaction_mode="create_savepoint"`, and so is the tests' `db` session: every
+`session.begin()` / `commit()` of the app becomes SAVEPOINT / RELEASE SAVEPOINT, every rollback
+a ROLLBACK TO SAVEPOINT, and what a request committed is seen by the next request and by `db`
+exactly as before, because they all share the one connection.  The app's code is not changed:
+only the sessionmaker's arguments are, put back afterwards, and the request-session dependency
+is swapped for one that rolls a failed request back at once (`_request_session` says why).
+`count_queries` leaves out the savepoint statements this adds, so the counts are those of the
+app's own SQL.
+
+This is sound while the app's sessions on the test's connection follow one another or nest
+(an outer session still open while an inner one commits and closes): savepoints nest the same
+way.  It is not sound, and real commits are needed, when:
+
+* several sessions work at once (`asyncio.gather` of requests or workers): they would
+  interleave SAVEPOINTs on one connection, and the concurrency being tested (row locks,
+  unique constraints racing, SKIP LOCKED) needs separate connections;
+* a second engine or process must see the test's data (a second worker's engine, the
+  fuzzed app's own engine, `quyu seed`'s engine) or open its own connection (`/readyz`,
+  which on SQLite would wait behind the test's write lock).
+
+Such tests carry `@pytest.mark.committing`: they get no outer transaction, the sessionmaker
+keeps its engine, `db` commits through its own engine as before, and every table is emptied
+after the test (TRUNCATE on PostgreSQL, DELETE on SQLite), which is the clean-up every test
+used to have.  They are the concurrency tests (mostly postgres_only), the two-worker tests of
+the WeChat worker and the token store's racing processes, the fuzz tests, the demo seed, and
+the /readyz probes.  A marked test is slower, never wrong; an unmarked one that needs real
+commits is bound to fail (savepoint errors, or data another connection cannot see) rather
+than pass by accident.  Emptying only the tables a test wrote to was not needed: the committing
+tests are few.  Tests that run a server on a database of their own (tests/identity/
+test_multiworker.py) write nothing here and need no marker.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +50,17 @@ import os
 import secrets
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 
 TEST_DB = os.environ.get("QUYU_TEST_DB", "sqlite")
 PG_ADMIN_DSN = os.environ.get("QUYU_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-_RUN_ID = f"{os.getpid()}_{secrets.token_hex(3)}"
+# One database per process: pytest-xdist's workers are processes of their own.
+_RUN_ID = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}_{secrets.token_hex(3)}"
 
 if TEST_DB == "postgres":
     DB_NAME = f"quyu_test_{_RUN_ID}"
@@ -46,9 +87,10 @@ os.environ.update(
 )
 
 import httpx  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
+from fastapi import Depends, FastAPI  # noqa: E402
 from sqlalchemy import event, text, update  # noqa: E402
 from sqlalchemy.ext.asyncio import (  # noqa: E402
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -57,12 +99,14 @@ from sqlalchemy.ext.asyncio import (  # noqa: E402
 
 from app.config import get_settings  # noqa: E402
 from app.db.base import Base  # noqa: E402
+from app.db.session import session_scope  # noqa: E402
+from app.deps import get_session, get_sessionmaker  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.models.organization import Organization  # noqa: E402
 
 get_settings.cache_clear()
 
-pytest_plugins = ["tests.fixtures.factories"]
+pytest_plugins = ["tests.fixtures.factories", "tests.fixtures.orgs"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -133,11 +177,9 @@ def sessionmaker(app: FastAPI) -> async_sessionmaker[AsyncSession]:
     return factory
 
 
-@pytest.fixture(autouse=True)
-async def _clean_tables(app: FastAPI) -> AsyncIterator[None]:
-    yield
+async def _empty_tables(engine: AsyncEngine) -> None:
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
-    async with app.state.engine.begin() as conn:
+    async with engine.begin() as conn:
         if TEST_DB == "postgres":
             await conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
         else:
@@ -146,6 +188,58 @@ async def _clean_tables(app: FastAPI) -> AsyncIterator[None]:
             await conn.execute(update(Organization).values(parent_id=None))
             for name in tables:
                 await conn.execute(text(f"DELETE FROM {name}"))  # noqa: S608
+
+
+@pytest.fixture(autouse=True)
+async def _isolation(
+    request: pytest.FixtureRequest, app: FastAPI
+) -> AsyncIterator[AsyncConnection | None]:
+    """The test's connection, in a transaction rolled back at the end (see the module's
+    docstring); None for a `committing` test, whose writes are emptied afterwards."""
+    engine: AsyncEngine = app.state.engine
+    if request.node.get_closest_marker("committing") is not None:
+        yield None
+        await _empty_tables(engine)
+        return
+    factory: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    configured = dict(factory.kw)
+    async with engine.connect() as conn:
+        outer = await conn.begin()
+        factory.configure(bind=conn, join_transaction_mode="create_savepoint")
+        app.dependency_overrides[get_session] = _request_session
+        try:
+            yield conn
+        finally:
+            del app.dependency_overrides[get_session]
+            factory.kw.clear()
+            factory.configure(**configured)
+            await outer.rollback()
+
+
+async def _request_session(
+    factory: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)],
+) -> AsyncIterator[AsyncSession]:
+    """`app.deps.get_session`, but closing `session_scope` when the request fails.
+
+    The app's version iterates `session_scope` with `async for`; an exception thrown into it
+    leaves that loop without closing the inner generator, whose rollback then runs whenever the
+    event loop finalizes it, in a task of its own.  On a connection of its own that is only
+    late; on the test's shared connection a late ROLLBACK TO SAVEPOINT would undo savepoints
+    opened since (the test's next writes).  Here the exception is thrown into `session_scope`
+    itself, so it rolls back before the response is sent, as the app means it to."""
+    scope = session_scope(factory)
+    assert isinstance(scope, AsyncGenerator)
+    session = await anext(scope)
+    try:
+        yield session
+    except BaseException as exc:
+        try:
+            await scope.athrow(exc)
+        except BaseException as again:
+            if again is not exc:
+                raise
+        raise
+    await anext(scope, None)
 
 
 @pytest.fixture(scope="session")
@@ -161,9 +255,18 @@ async def _test_engine(app: FastAPI) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def db(_test_engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
-    """A session for arranging and checking data; factories commit through it."""
-    async with AsyncSession(_test_engine, expire_on_commit=False) as session:
+async def db(
+    _isolation: AsyncConnection | None, _test_engine: AsyncEngine
+) -> AsyncIterator[AsyncSession]:
+    """A session for arranging and checking data; factories commit through it (to a
+    savepoint of the test's transaction, or for real in a `committing` test)."""
+    if _isolation is None:
+        session = AsyncSession(_test_engine, expire_on_commit=False)
+    else:
+        session = AsyncSession(
+            _isolation, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        )
+    async with session:
         yield session
 
 
@@ -173,6 +276,12 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test/api/v1") as c:
         yield c
+
+
+# Transaction control, not the app's queries: SAVEPOINT / RELEASE / ROLLBACK TO are what the
+# test's outer transaction turns the app's BEGIN / COMMIT / ROLLBACK into (which the drivers
+# do not send as statements), and SQLite's BEGIN IMMEDIATE is sent as one.
+_NOT_COUNTED = ("BEGIN", "SAVEPOINT", "RELEASE", "ROLLBACK TO SAVEPOINT")
 
 
 class QueryCounter:
@@ -191,7 +300,7 @@ def count_queries(app: FastAPI) -> Any:
 
         def on_execute(*args: Any) -> None:
             statement = args[2]
-            if not statement.lstrip().upper().startswith(("BEGIN", "SAVEPOINT", "RELEASE")):
+            if not statement.lstrip().upper().startswith(_NOT_COUNTED):
                 result.count += 1
                 result.statements.append(statement)
 

@@ -1,5 +1,5 @@
-"""Fixtures of the activities tests: an organization tree with officers and members, a clock
-the tests move by hand, and helpers to create activities through the API."""
+"""Fixtures of the activities tests: the suite's organization tree as a world of hosts, a
+clock the tests move by hand, and helpers to create activities through the API."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from app.models.kit import OutboxEvent
 from app.models.organization import Organization
 from app.models.user import User
 from tests.conftest import QueryCounter
-from tests.fixtures.factories import login, make_officer, make_org, make_user, next_phone
+from tests.fixtures.factories import login, make_user, next_phone
 from tests.fixtures.factories import password_hash as pw_hash
+from tests.fixtures.orgs import Tree
 
 Headers = dict[str, str]
 QueryCounterFactory = Callable[[], AbstractContextManager[QueryCounter]]
@@ -56,9 +57,13 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 @dataclass
 class World:
-    """district ─ street ─ host (regional) ─ child (enterprise)
-                         └ cohost (regional)
-    other_district ─ outside (regional)"""
+    """The suite's tree (tests/fixtures/orgs.py) by the parts its orgs play here:
+
+    district d1 ─ street s1 ─ host r1 ─ child e1
+                           └ cohost r2
+    other_district d2 ─ s2 ─ outside r3
+
+    officer: the host's secretary; outsider_officer: s2's secretary (over outside)."""
 
     district: Organization
     street: Organization
@@ -74,28 +79,19 @@ class World:
 
 
 @pytest.fixture
-async def world(db: AsyncSession) -> World:
-    district = await make_org(db, name="海曙区")
-    street = await make_org(db, district, name="南门街道", kind="street")
-    host = await make_org(db, street, name="南门商务楼宇党委", region_type="commercial_building")
-    child = await make_org(db, host, name="某科技公司党支部", kind="enterprise", level="branch")
-    cohost = await make_org(db, street, name="南门社区党委", region_type="community")
-    other_district = await make_org(db, name="江东区")
-    outside = await make_org(db, other_district, name="江东楼宇党委")
-    officer = await make_officer(db, host)
-    outsider_officer = await make_officer(db, outside)
+def world(tree: Tree) -> World:
     return World(
-        district=district,
-        street=street,
-        host=host,
-        child=child,
-        cohost=cohost,
-        other_district=other_district,
-        outside=outside,
-        officer=officer,
-        officer_headers=await login(db, officer),
-        outsider_officer=outsider_officer,
-        outsider_headers=await login(db, outsider_officer),
+        district=tree.d1,
+        street=tree.s1,
+        host=tree.r1,
+        child=tree.e1,
+        cohost=tree.r2,
+        other_district=tree.d2,
+        outside=tree.r3,
+        officer=tree.r1_officer,
+        officer_headers=tree.h_r1,
+        outsider_officer=tree.s2_officer,
+        outsider_headers=tree.h_s2,
     )
 
 

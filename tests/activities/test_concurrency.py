@@ -15,6 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models.activity import Activity, Signup
 from tests.activities.conftest import World, create_activity, events, many_members
 
+# Requests at once, each on a connection of its own.
+pytestmark = pytest.mark.committing
+
 
 async def _scenario(
     client: httpx.AsyncClient,
@@ -119,16 +122,27 @@ async def _scenario(
 
 
 class TestConcurrentSignups:
-    async def test_twenty_for_five_seats(
-        self, client: httpx.AsyncClient, db: AsyncSession, world: World
+    @pytest.mark.parametrize(
+        ("members", "seats", "cancellations"),
+        [
+            pytest.param(20, 5, 3, id="twenty_for_five_seats"),
+            pytest.param(
+                200, 50, 30, id="two_hundred_for_fifty_seats", marks=pytest.mark.postgres_only
+            ),
+        ],
+    )
+    async def test_many_for_few_seats(
+        self,
+        client: httpx.AsyncClient,
+        db: AsyncSession,
+        world: World,
+        members: int,
+        seats: int,
+        cancellations: int,
     ) -> None:
-        await _scenario(client, db, world, members=20, seats=5, cancellations=3)
-
-    @pytest.mark.postgres_only
-    async def test_two_hundred_for_fifty_seats(
-        self, client: httpx.AsyncClient, db: AsyncSession, world: World
-    ) -> None:
-        await _scenario(client, db, world, members=200, seats=50, cancellations=30)
+        await _scenario(
+            client, db, world, members=members, seats=seats, cancellations=cancellations
+        )
 
     @pytest.mark.postgres_only
     async def test_same_member_many_times_at_once(

@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models.checkin import Checkin
 from app.models.kit import AuditLog, OutboxEvent
-from tests.checkins.helpers import Tree, count, in_state, make_member, status_of
+from tests.checkins.helpers import count, in_state, make_member, status_of
+from tests.fixtures.orgs import Tree
 
-pytestmark = pytest.mark.postgres_only
+pytestmark = [pytest.mark.postgres_only, pytest.mark.committing]
 
 
 async def test_twenty_identical_checkins_make_one(
@@ -45,7 +46,7 @@ async def test_approve_and_reject_racing_record_one_decision(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
     checkin_id, _ = await in_state(client, db, tree, "pending", org="e1")
-    deciders = [tree.r1_headers, tree.s1_headers]
+    deciders = [tree.h_r1, tree.h_s1_worker]
 
     def call(i: int) -> Coroutine[Any, Any, httpx.Response]:
         who = deciders[i % 2]
@@ -100,14 +101,14 @@ async def test_batch_and_single_decisions_racing(
     ids = [(await in_state(client, db, tree, "pending"))[0] for _ in range(8)]
     calls = [
         client.post(
-            "/checkins/review", json={"ids": ids, "decision": "approve"}, headers=tree.r1_headers
+            "/checkins/review", json={"ids": ids, "decision": "approve"}, headers=tree.h_r1
         ),
         client.post(
             "/checkins/review",
             json={"ids": ids[::-1], "decision": "reject", "comment": "名额已满"},
-            headers=tree.s1_headers,
+            headers=tree.h_s1_worker,
         ),
-        *(client.post(f"/checkins/{i}/approve", headers=tree.s1_headers) for i in ids[:4]),
+        *(client.post(f"/checkins/{i}/approve", headers=tree.h_s1_worker) for i in ids[:4]),
     ]
     answers = await asyncio.gather(*calls)
     assert all(r.status_code in (200, 409) for r in answers), [r.text for r in answers]

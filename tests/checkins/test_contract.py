@@ -8,7 +8,9 @@ from openapi_spec_validator import validate
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models.checkin import Checkin
-from tests.checkins.helpers import Tree, assert_problem, count, make_member, submit
+from tests.checkins.helpers import count, make_member, submit
+from tests.fixtures.orgs import Tree
+from tests.fixtures.problems import assert_problem
 
 OPERATIONS = {
     ("post", "/api/v1/checkins"): "checkins_create",

@@ -13,15 +13,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.models.kit import AuditLog, OutboxEvent
 from tests.checkins.helpers import (
     CountQueries,
-    Tree,
     approve,
-    assert_problem,
     in_state,
     make_member,
     status_of,
     submit,
     written,
 )
+from tests.fixtures.orgs import Tree
+from tests.fixtures.problems import assert_problem
 
 
 class TestCheckinsWithdraw:
@@ -73,7 +73,7 @@ class TestCheckinsWithdraw:
     ) -> None:
         checkin_id, _ = await in_state(client, db, tree, "pending")
         _, other = await make_member(db)
-        for who in (other, tree.r1_headers):
+        for who in (other, tree.h_r1):
             r = await client.post(f"/checkins/{checkin_id}/withdraw", headers=who)
             assert_problem(r, 404, "not_found")
         assert await status_of(sessionmaker, checkin_id) == "pending"
@@ -139,7 +139,7 @@ class TestCheckinsLeave:
     ) -> None:
         checkin_id, _ = await in_state(client, db, tree, "approved")
         _, other = await make_member(db)
-        for who in (other, tree.r1_headers):
+        for who in (other, tree.h_r1):
             r = await client.post(f"/checkins/{checkin_id}/leave", headers=who)
             assert_problem(r, 404, "not_found")
         assert await status_of(sessionmaker, checkin_id) == "approved"
@@ -165,7 +165,7 @@ class TestMeCheckinsList:
     ) -> None:
         _, headers = await make_member(db)
         first = await submit(client, headers, tree.r1)
-        await approve(client, tree.r1_headers, first["id"])
+        await approve(client, tree.h_r1, first["id"])
         second = await submit(client, headers, tree.e1, note="周末有空")
         r = await client.post(f"/checkins/{second['id']}/withdraw", headers=headers)
         assert r.status_code == 200

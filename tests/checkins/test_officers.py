@@ -13,9 +13,7 @@ from app.models.checkin import Checkin
 from app.models.kit import AuditLog, OutboxEvent
 from tests.checkins.helpers import (
     CountQueries,
-    Tree,
     approve,
-    assert_problem,
     count,
     in_state,
     make_member,
@@ -23,6 +21,8 @@ from tests.checkins.helpers import (
     submit,
     written,
 )
+from tests.fixtures.orgs import Tree
+from tests.fixtures.problems import assert_problem
 
 
 class TestOrgsCheckinsList:
@@ -38,7 +38,7 @@ class TestOrgsCheckinsList:
         at_b1 = await submit(client, local_headers, tree.b1)
         await submit(client, headers, tree.r2)  # a sibling subtree: not in r1's queue
 
-        r = await client.get(f"/orgs/{tree.r1.id}/checkins", headers=tree.r1_headers)
+        r = await client.get(f"/orgs/{tree.r1.id}/checkins", headers=tree.h_r1)
         assert r.status_code == 200, r.text
         items = r.json()["items"]
         assert [i["id"] for i in items] == [at_r1["id"], at_e1["id"], at_b1["id"]]
@@ -62,11 +62,11 @@ class TestOrgsCheckinsList:
         assert str(local.id) == items[2]["member"]["id"]
 
         # The street's officer sees both regional subtrees.
-        r = await client.get(f"/orgs/{tree.s1.id}/checkins", headers=tree.s1_headers)
+        r = await client.get(f"/orgs/{tree.s1.id}/checkins", headers=tree.h_s1_worker)
         assert len(r.json()["items"]) == 4
-        # An enterprise branch's queue is its own only.
-        r = await client.get(f"/orgs/{tree.e1.id}/checkins", headers=tree.r1_headers)
-        assert [i["id"] for i in r.json()["items"]] == [at_e1["id"]]
+        # An enterprise branch's queue is its own subtree's only (b1 lies below e1).
+        r = await client.get(f"/orgs/{tree.e1.id}/checkins", headers=tree.h_r1)
+        assert [i["id"] for i in r.json()["items"]] == [at_e1["id"], at_b1["id"]]
 
     async def test_status_filter_and_pages(
         self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
@@ -76,7 +76,7 @@ class TestOrgsCheckinsList:
         r = await client.get(
             f"/orgs/{tree.r1.id}/checkins",
             params={"status": "approved"},
-            headers=tree.r1_headers,
+            headers=tree.h_r1,
         )
         assert [i["id"] for i in r.json()["items"]] == [approved]
         seen: list[str] = []
@@ -86,9 +86,7 @@ class TestOrgsCheckinsList:
             if cursor:
                 params["cursor"] = cursor
             page = (
-                await client.get(
-                    f"/orgs/{tree.r1.id}/checkins", params=params, headers=tree.r1_headers
-                )
+                await client.get(f"/orgs/{tree.r1.id}/checkins", params=params, headers=tree.h_r1)
             ).json()
             seen += [i["id"] for i in page["items"]]
             cursor = page["next_cursor"]
@@ -96,20 +94,20 @@ class TestOrgsCheckinsList:
                 break
         assert seen == pending
         r = await client.get(
-            f"/orgs/{tree.r1.id}/checkins", params={"status": "maybe"}, headers=tree.r1_headers
+            f"/orgs/{tree.r1.id}/checkins", params={"status": "maybe"}, headers=tree.h_r1
         )
         assert_problem(r, 422, "validation_error")
 
     async def test_outsiders(self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree) -> None:
         await in_state(client, db, tree, "pending")
         _, member = await make_member(db)
-        for who in (tree.r2_headers, member):
+        for who in (tree.h_r2, member):
             r = await client.get(f"/orgs/{tree.r1.id}/checkins", headers=who)
             assert_problem(r, 403, "forbidden")
         # An officer below cannot read above.
-        r = await client.get(f"/orgs/{tree.s1.id}/checkins", headers=tree.r1_headers)
+        r = await client.get(f"/orgs/{tree.s1.id}/checkins", headers=tree.h_r1)
         assert_problem(r, 403, "forbidden")
-        r = await client.get(f"/orgs/{uuid.uuid4()}/checkins", headers=tree.r1_headers)
+        r = await client.get(f"/orgs/{uuid.uuid4()}/checkins", headers=tree.h_r1)
         assert_problem(r, 404, "not_found")
         r = await client.get(f"/orgs/{tree.r1.id}/checkins")
         assert_problem(r, 401, "unauthorized")
@@ -121,7 +119,7 @@ class TestOrgsCheckinsList:
 
         async def queries() -> int:
             with count_queries() as q:
-                r = await client.get(f"/orgs/{tree.s1.id}/checkins", headers=tree.s1_headers)
+                r = await client.get(f"/orgs/{tree.s1.id}/checkins", headers=tree.h_s1_worker)
             assert r.status_code == 200
             return q.count
 
@@ -143,7 +141,7 @@ class TestCheckinsApprove:
         r = await client.post(
             f"/checkins/{checkin_id}/approve",
             json={"comment": "欢迎加入"},
-            headers=tree.r1_headers,
+            headers=tree.h_r1,
         )
         assert r.status_code == 200, r.text
         body = r.json()
@@ -176,7 +174,7 @@ class TestCheckinsApprove:
         self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
     ) -> None:
         checkin_id, _ = await in_state(client, db, tree, "pending")
-        r = await client.post(f"/checkins/{checkin_id}/approve", headers=tree.s1_headers)
+        r = await client.post(f"/checkins/{checkin_id}/approve", headers=tree.h_s1_worker)
         assert r.status_code == 200, r.text
         assert r.json()["decision_comment"] is None
 
@@ -191,7 +189,7 @@ class TestCheckinsApprove:
     ) -> None:
         checkin_id, _ = await in_state(client, db, tree, state)
         before = await written(sessionmaker)
-        r = await client.post(f"/checkins/{checkin_id}/approve", json={}, headers=tree.r1_headers)
+        r = await client.post(f"/checkins/{checkin_id}/approve", json={}, headers=tree.h_r1)
         assert_problem(r, 409, "invalid_transition")
         assert await status_of(sessionmaker, checkin_id) == state
         assert await written(sessionmaker) == before
@@ -205,14 +203,14 @@ class TestCheckinsApprove:
     ) -> None:
         checkin_id, member_headers = await in_state(client, db, tree, "pending")
         _, stranger = await make_member(db)
-        for who in (tree.r2_headers, stranger, member_headers):
+        for who in (tree.h_r2, stranger, member_headers):
             r = await client.post(f"/checkins/{checkin_id}/approve", json={}, headers=who)
             assert_problem(r, 404, "not_found")
         # r1's officer does not reach into the sibling r2 either.
         at_r2, _ = await in_state(client, db, tree, "pending", org="r2")
-        r = await client.post(f"/checkins/{at_r2}/approve", json={}, headers=tree.r1_headers)
+        r = await client.post(f"/checkins/{at_r2}/approve", json={}, headers=tree.h_r1)
         assert_problem(r, 404, "not_found")
-        r = await client.post(f"/checkins/{uuid.uuid4()}/approve", headers=tree.r1_headers)
+        r = await client.post(f"/checkins/{uuid.uuid4()}/approve", headers=tree.h_r1)
         assert_problem(r, 404, "not_found")
         assert await count(sessionmaker, Checkin, Checkin.status != "pending") == 0
 
@@ -227,7 +225,7 @@ class TestCheckinsApprove:
     ) -> None:
         checkin_id, _ = await in_state(client, db, tree, "pending")
         before = await written(sessionmaker)
-        r = await client.post(f"/checkins/{checkin_id}/approve", json=body, headers=tree.r1_headers)
+        r = await client.post(f"/checkins/{checkin_id}/approve", json=body, headers=tree.h_r1)
         assert_problem(r, 422, "validation_error")
         assert await status_of(sessionmaker, checkin_id) == "pending"
         assert await written(sessionmaker) == before
@@ -245,7 +243,7 @@ class TestCheckinsReject:
         r = await client.post(
             f"/checkins/{checkin_id}/reject",
             json={"reason": "  请到居住地所在社区报到 "},
-            headers=tree.r1_headers,
+            headers=tree.h_r1,
         )
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "rejected"
@@ -273,7 +271,7 @@ class TestCheckinsReject:
         checkin_id, _ = await in_state(client, db, tree, state)
         before = await written(sessionmaker)
         r = await client.post(
-            f"/checkins/{checkin_id}/reject", json={"reason": "不符合"}, headers=tree.r1_headers
+            f"/checkins/{checkin_id}/reject", json={"reason": "不符合"}, headers=tree.h_r1
         )
         assert_problem(r, 409, "invalid_transition")
         assert await status_of(sessionmaker, checkin_id) == state
@@ -292,7 +290,7 @@ class TestCheckinsReject:
     ) -> None:
         checkin_id, _ = await in_state(client, db, tree, "pending")
         before = await written(sessionmaker)
-        r = await client.post(f"/checkins/{checkin_id}/reject", json=body, headers=tree.r1_headers)
+        r = await client.post(f"/checkins/{checkin_id}/reject", json=body, headers=tree.h_r1)
         problem = assert_problem(r, 422, "validation_error")
         assert problem["errors"]
         assert await status_of(sessionmaker, checkin_id) == "pending"
@@ -306,7 +304,7 @@ class TestCheckinsReject:
         sessionmaker: async_sessionmaker[AsyncSession],
     ) -> None:
         checkin_id, member_headers = await in_state(client, db, tree, "pending")
-        for who in (tree.r2_headers, member_headers):
+        for who in (tree.h_r2, member_headers):
             r = await client.post(
                 f"/checkins/{checkin_id}/reject", json={"reason": "不行"}, headers=who
             )
@@ -332,7 +330,7 @@ class TestCheckinsReview:
         r = await client.post(
             "/checkins/review",
             json={"ids": ids, "decision": "approve", "comment": "同意"},
-            headers=tree.r1_headers,
+            headers=tree.h_r1,
         )
         assert r.status_code == 200, r.text
         assert r.json()["results"] == [
@@ -366,14 +364,14 @@ class TestCheckinsReview:
             {"ids": [checkin_id], "decision": "reject"},
             {"ids": [checkin_id], "decision": "reject", "comment": "  "},
         ):
-            r = await client.post("/checkins/review", json=body, headers=tree.r1_headers)
+            r = await client.post("/checkins/review", json=body, headers=tree.h_r1)
             problem = assert_problem(r, 422, "validation_error")
             assert [e["field"] for e in problem["errors"]] == ["comment"]
         assert await written(sessionmaker) == before
         r = await client.post(
             "/checkins/review",
             json={"ids": [checkin_id], "decision": "reject", "comment": "材料不全"},
-            headers=tree.r1_headers,
+            headers=tree.h_r1,
         )
         assert r.json()["results"] == [
             {"id": checkin_id, "ok": True, "status": "rejected", "code": None}
@@ -409,7 +407,7 @@ class TestCheckinsReview:
         if isinstance(ids, list):
             body = {**body, "ids": [checkin_id if i == "{id}" else i for i in ids]}
         before = await written(sessionmaker)
-        r = await client.post("/checkins/review", json=body, headers=tree.r1_headers)
+        r = await client.post("/checkins/review", json=body, headers=tree.h_r1)
         assert_problem(r, 422, "validation_error")
         assert await status_of(sessionmaker, checkin_id) == "pending"
         assert await written(sessionmaker) == before
@@ -440,7 +438,7 @@ class TestCheckinsReview:
                 r = await client.post(
                     "/checkins/review",
                     json={"ids": ids, "decision": "approve"},
-                    headers=tree.r1_headers,
+                    headers=tree.h_r1,
                 )
             assert r.status_code == 200
             assert [x["ok"] for x in r.json()["results"]] == [True] * n + [False]
@@ -454,7 +452,7 @@ async def test_decided_member_can_be_approved_again_after_leaving(
 ) -> None:
     checkin_id, headers = await in_state(client, db, tree, "left")
     again = await submit(client, headers, tree.r1)
-    await approve(client, tree.r1_headers, again["id"])
+    await approve(client, tree.h_r1, again["id"])
     mine = (await client.get("/me/checkins", headers=headers)).json()["items"]
     assert [(i["id"], i["status"]) for i in mine] == [
         (again["id"], "approved"),

@@ -17,8 +17,6 @@ from app.models.enums import CheckinStatus
 from app.models.kit import AuditLog, OutboxEvent
 from app.models.user import User
 from tests.checkins.helpers import (
-    Tree,
-    assert_problem,
     count,
     in_state,
     make_member,
@@ -27,6 +25,8 @@ from tests.checkins.helpers import (
     written,
 )
 from tests.fixtures.factories import make_officer
+from tests.fixtures.orgs import Tree
+from tests.fixtures.problems import assert_problem
 
 
 async def officer_of_r1(db: AsyncSession, tree: Tree) -> tuple[User, dict[str, str]]:
@@ -84,14 +84,14 @@ class TestDecideOwnCheckin:
         officer, headers = await officer_of_r1(db, tree)
         own = (await submit(client, headers, tree.r1))["id"]
         # A fellow officer of r1 may, and so may the street's officer above.
-        r = await client.post(f"/checkins/{own}/approve", json={}, headers=tree.r1_headers)
+        r = await client.post(f"/checkins/{own}/approve", json={}, headers=tree.h_r1)
         assert r.status_code == 200, r.text
         assert r.json()["decided_by"] == str(tree.r1_officer.id)
         assert await status_of(sessionmaker, own) == "approved"
 
         other = (await submit(client, headers, tree.e1))["id"]
         r = await client.post(
-            f"/checkins/{other}/reject", json={"reason": "重复登记"}, headers=tree.s1_headers
+            f"/checkins/{other}/reject", json={"reason": "重复登记"}, headers=tree.h_s1_worker
         )
         assert r.status_code == 200, r.text
         assert await status_of(sessionmaker, other) == "rejected"

@@ -12,14 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.models.checkin import Checkin
 from app.models.kit import AuditLog, OutboxEvent
 from tests.checkins.helpers import (
-    Tree,
-    assert_problem,
     count,
     make_member,
     submit,
     written,
 )
 from tests.fixtures.factories import login, make_user
+from tests.fixtures.orgs import Tree
+from tests.fixtures.problems import assert_problem
 
 
 class TestCheckinsCreate:
@@ -144,7 +144,7 @@ class TestCheckinsCreate:
     ) -> None:
         _, headers = await make_member(db)
         created = await submit(client, headers, tree.r1)
-        r = await client.post(f"/checkins/{created['id']}/approve", headers=tree.r1_headers)
+        r = await client.post(f"/checkins/{created['id']}/approve", headers=tree.h_r1)
         assert r.status_code == 200
         r = await client.post("/checkins", json={"org_id": str(tree.r1.id)}, headers=headers)
         assert_problem(r, 409, "checkin_exists")
@@ -170,7 +170,7 @@ class TestCheckinsCreate:
         r = await client.post(
             f"/checkins/{second['id']}/reject",
             json={"reason": "不在本区域"},
-            headers=tree.r1_headers,
+            headers=tree.h_r1,
         )
         assert r.status_code == 200
         third = await submit(client, headers, tree.r1)

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.deps import get_storage
 from app.integrations.storage import LocalStorage
 from tests.contributions.helpers import World, build_world
+from tests.fixtures.orgs import Tree
 
 
 @pytest.fixture(autouse=True)
@@ -22,5 +23,5 @@ def storage_dir(app: FastAPI, tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-async def world(db: AsyncSession) -> World:
-    return await build_world(db)
+async def world(db: AsyncSession, tree: Tree) -> World:
+    return await build_world(db, tree)

@@ -1,6 +1,6 @@
-"""Helpers of the contribution tests: the organization tree of the check-in tests, members
-approved in it, activity credits written as the activities module writes them, and
-short-cuts through the API."""
+"""Helpers of the contribution tests: members approved in the suite's organization tree,
+activity credits written as the activities module writes them, and short-cuts through the
+API."""
 
 from __future__ import annotations
 
@@ -22,11 +22,10 @@ from app.models.contribution import Contribution, ContributionAttachment
 from app.models.kit import AuditLog, OutboxEvent
 from app.models.organization import Organization
 from app.models.user import User
-from tests.checkins.helpers import Tree, build_tree
 from tests.conftest import QueryCounter
 from tests.fixtures.factories import login, make_user
+from tests.fixtures.orgs import Tree
 
-PROBLEM_JSON = "application/problem+json"
 CountQueries = Callable[[], AbstractContextManager[QueryCounter]]
 
 
@@ -74,8 +73,7 @@ async def make_member(db: AsyncSession, org: Organization | None, **fields: Any)
     return Member(user, await login(db, user))
 
 
-async def build_world(db: AsyncSession) -> World:
-    tree = await build_tree(db)
+async def build_world(db: AsyncSession, tree: Tree) -> World:
     return World(
         tree=tree,
         alice=await make_member(db, tree.r1, name="王小丽", phone="13912345678"),
@@ -193,21 +191,13 @@ async def status_of(sessionmaker: async_sessionmaker[AsyncSession], record_id: s
     return result
 
 
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM_JSON)
-    data: dict[str, Any] = r.json()
-    assert data["code"] == code
-    return data
-
-
 async def in_state(
     client: httpx.AsyncClient, world: World, state: str, member: Member | None = None
 ) -> str:
     """A record of `member` (alice) at r1 brought into `state` through the API."""
     member = member or world.alice
     record_id: str = (await create(client, member, world.tree.r1, hours=1))["id"]
-    officer = world.tree.r1_headers
+    officer = world.tree.h_r1
     steps: dict[str, list[tuple[dict[str, str], str, dict[str, Any] | None]]] = {
         "pending": [],
         "approved": [(officer, "approve", {})],

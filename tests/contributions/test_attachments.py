@@ -20,13 +20,13 @@ from app.contributions.evidence.media import MAX_BYTES, sanitize_name, strip_png
 from app.models.contribution import ContributionAttachment
 from tests.contributions.helpers import (
     World,
-    assert_problem,
     count,
     create,
     in_state,
     make_member,
     written,
 )
+from tests.fixtures.problems import assert_problem
 
 GPS = {1: "N", 2: (29.0, 52.0, 7.5), 3: "E", 4: (121.0, 33.0, 1.0)}
 
@@ -287,7 +287,7 @@ class TestContributionsAttachmentsCreate:
         self, client: httpx.AsyncClient, world: World, storage_dir: Path
     ) -> None:
         record = await create(client, world.alice, world.tree.r1)
-        for headers in (world.bob.headers, world.tree.r1_headers):
+        for headers in (world.bob.headers, world.tree.h_r1):
             r = await upload(client, headers, record["id"], png_bytes(), "a.png")
             assert_problem(r, 404, "not_found")
         approved = await in_state(client, world, "approved")
@@ -310,14 +310,14 @@ class TestContributionsAttachmentsGet:
         attachment_id = r.json()["id"]
         url = f"/contributions/{record['id']}/attachments/{attachment_id}"
         # Officers of e1's tree: r1's, the street's.
-        for headers in (world.bob.headers, world.tree.r1_headers, world.tree.s1_headers):
+        for headers in (world.bob.headers, world.tree.h_r1, world.tree.h_s1_worker):
             r = await client.get(url, headers=headers)
             assert r.status_code == 200, r.text
             assert r.content == PDF
             assert "filename*=UTF-8''%E8%AF%81%E6%98%8E.pdf" in r.headers["content-disposition"]
         # Another member, an officer of a sibling subtree: 404, as for an unknown id.
         stranger = await make_member(db, world.tree.r1)
-        for headers in (world.alice.headers, stranger.headers, world.tree.r2_headers):
+        for headers in (world.alice.headers, stranger.headers, world.tree.h_r2):
             assert_problem(await client.get(url, headers=headers), 404, "not_found")
         wrong_record = await create(client, world.alice, world.tree.r1)
         r = await client.get(
@@ -335,11 +335,11 @@ class TestContributionsAttachmentsGet:
         await upload(client, world.bob.headers, record["id"], PDF, "a.pdf", "application/pdf")
         await upload(client, world.bob.headers, record["id"], png_bytes(), "b.png", "image/png")
         url = f"/contributions/{record['id']}/attachments"
-        r = await client.get(url, headers=world.tree.r1_headers)
+        r = await client.get(url, headers=world.tree.h_r1)
         assert r.status_code == 200, r.text
         assert [a["original_name"] for a in r.json()] == ["a.pdf", "b.png"]
         assert_problem(await client.get(url, headers=world.alice.headers), 404, "not_found")
-        assert_problem(await client.get(url, headers=world.tree.r2_headers), 404, "not_found")
+        assert_problem(await client.get(url, headers=world.tree.h_r2), 404, "not_found")
 
 
 class TestCleaning:

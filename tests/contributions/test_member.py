@@ -17,7 +17,6 @@ from tests.contributions.helpers import (
     CountQueries,
     World,
     act,
-    assert_problem,
     count,
     create,
     in_state,
@@ -26,6 +25,7 @@ from tests.contributions.helpers import (
     today,
     written,
 )
+from tests.fixtures.problems import assert_problem
 
 
 class TestMeContributionsList:
@@ -216,7 +216,7 @@ class TestContributionsUpdate:
         r = await client.get(
             f"/orgs/{world.tree.r1.id}/contributions",
             params={"status": "pending"},
-            headers=world.tree.r1_headers,
+            headers=world.tree.h_r1,
         )
         assert record_id in [i["id"] for i in r.json()["items"]]
 
@@ -333,7 +333,7 @@ class TestContributionsWithdraw:
         assert_problem(r, 404, "not_found")
         r = await act(client, world.alice.headers, str(uuid.uuid4()), "withdraw")
         assert_problem(r, 404, "not_found")
-        r = await act(client, world.tree.r1_headers, record_id, "withdraw")
+        r = await act(client, world.tree.h_r1, record_id, "withdraw")
         assert_problem(r, 404, "not_found")
 
 
@@ -359,7 +359,7 @@ class TestStateMachine:
         sessionmaker: async_sessionmaker[AsyncSession],
     ) -> None:
         record_id = await in_state(client, world, state)
-        who = world.alice.headers if action == "withdraw" else world.tree.r1_headers
+        who = world.alice.headers if action == "withdraw" else world.tree.h_r1
         payload = {"reason": "理由"} if action in ("reject", "return") else {}
         r = await act(client, who, record_id, action, payload if action != "withdraw" else None)
         expected = {

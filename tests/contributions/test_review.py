@@ -18,7 +18,6 @@ from tests.contributions.helpers import (
     CountQueries,
     World,
     act,
-    assert_problem,
     count,
     create,
     in_state,
@@ -28,6 +27,7 @@ from tests.contributions.helpers import (
     today,
     written,
 )
+from tests.fixtures.problems import assert_problem
 
 
 class TestOrgsContributionsList:
@@ -40,7 +40,7 @@ class TestOrgsContributionsList:
         r = await client.get(
             f"/orgs/{world.tree.r1.id}/contributions",
             params={"status": "pending"},
-            headers=world.tree.r1_headers,
+            headers=world.tree.h_r1,
         )
         assert r.status_code == 200, r.text
         items = r.json()["items"]
@@ -54,12 +54,10 @@ class TestOrgsContributionsList:
         assert items[0]["possible_duplicate"] is False
         assert items[1]["org"]["id"] == str(world.tree.e1.id)
         # The enterprise branch's queue is its own; the street sees both regional subtrees.
-        r = await client.get(
-            f"/orgs/{world.tree.e1.id}/contributions", headers=world.tree.r1_headers
-        )
+        r = await client.get(f"/orgs/{world.tree.e1.id}/contributions", headers=world.tree.h_r1)
         assert [i["id"] for i in r.json()["items"]] == [b["id"]]
         r = await client.get(
-            f"/orgs/{world.tree.s1.id}/contributions", headers=world.tree.s1_headers
+            f"/orgs/{world.tree.s1.id}/contributions", headers=world.tree.h_s1_worker
         )
         assert len(r.json()["items"]) == 2
 
@@ -73,11 +71,11 @@ class TestOrgsContributionsList:
             client, world.alice, world.tree.r1, occurred_on=(day - timedelta(days=1)).isoformat()
         )
         url = f"/orgs/{world.tree.r1.id}/contributions"
-        r = await client.get(url, params={"status": "pending"}, headers=world.tree.r1_headers)
+        r = await client.get(url, params={"status": "pending"}, headers=world.tree.h_r1)
         flags = {i["id"]: i["possible_duplicate"] for i in r.json()["items"]}
         # The credit came after the record: the hint is computed when read.
         assert flags == {record["id"]: True, other["id"]: False}
-        r = await client.get(url, params={"status": "approved"}, headers=world.tree.r1_headers)
+        r = await client.get(url, params={"status": "approved"}, headers=world.tree.h_r1)
         items = r.json()["items"]
         assert [(i["id"], i["source"]) for i in items] == [(str(credit.id), "activity")]
         # Submitted after the credit: flagged and stored.
@@ -90,9 +88,9 @@ class TestOrgsContributionsList:
 
     async def test_outsiders(self, client: httpx.AsyncClient, world: World) -> None:
         url = f"/orgs/{world.tree.r1.id}/contributions"
-        assert_problem(await client.get(url, headers=world.tree.r2_headers), 403, "forbidden")
+        assert_problem(await client.get(url, headers=world.tree.h_r2), 403, "forbidden")
         assert_problem(await client.get(url, headers=world.alice.headers), 403, "forbidden")
-        r = await client.get(f"/orgs/{uuid.uuid4()}/contributions", headers=world.tree.r1_headers)
+        r = await client.get(f"/orgs/{uuid.uuid4()}/contributions", headers=world.tree.h_r1)
         assert_problem(r, 404, "not_found")
 
     async def test_fixed_number_of_queries(
@@ -108,7 +106,7 @@ class TestOrgsContributionsList:
                 r = await client.get(
                     f"/orgs/{world.tree.s1.id}/contributions",
                     params=params,
-                    headers=world.tree.s1_headers,
+                    headers=world.tree.h_s1_worker,
                 )
             assert r.status_code == 200
             return q.count
@@ -142,7 +140,7 @@ class TestDecisions:
         state: str,
     ) -> None:
         record = await create(client, world.bob, world.tree.e1)
-        r = await act(client, world.tree.r1_headers, record["id"], action, payload)
+        r = await act(client, world.tree.h_r1, record["id"], action, payload)
         assert r.status_code == 200, r.text
         data = r.json()
         assert data["status"] == state
@@ -184,7 +182,7 @@ class TestDecisions:
     ) -> None:
         record_id = await in_state(client, world, "pending")
         before = await written(sessionmaker)
-        r = await act(client, world.tree.r1_headers, record_id, action, payload)
+        r = await act(client, world.tree.h_r1, record_id, action, payload)
         assert_problem(r, 422, "validation_error")
         assert await written(sessionmaker) == before
         assert await status_of(sessionmaker, record_id) == "pending"
@@ -197,10 +195,10 @@ class TestDecisions:
     ) -> None:
         record_id = await in_state(client, world, "pending")
         before = await written(sessionmaker)
-        for headers in (world.tree.r2_headers, world.bob.headers):
+        for headers in (world.tree.h_r2, world.bob.headers):
             r = await act(client, headers, record_id, "approve", {})
             assert_problem(r, 404, "not_found")
-        r = await act(client, world.tree.r1_headers, str(uuid.uuid4()), "approve", {})
+        r = await act(client, world.tree.h_r1, str(uuid.uuid4()), "approve", {})
         assert_problem(r, 404, "not_found")
         assert await written(sessionmaker) == before
         assert await status_of(sessionmaker, record_id) == "pending"
@@ -211,15 +209,16 @@ class TestDecisions:
         from tests.contributions.helpers import approve_at
 
         await approve_at(db, world.tree.r1_officer, world.tree.r1)
-        officer = type(world.alice)(world.tree.r1_officer, world.tree.r1_headers)
+        officer = type(world.alice)(world.tree.r1_officer, world.tree.h_r1)
         record = await create(client, officer, world.tree.r1)
-        r = await act(client, world.tree.r1_headers, record["id"], "approve", {})
+        r = await act(client, world.tree.h_r1, record["id"], "approve", {})
         assert_problem(r, 403, "review_own_forbidden")
         # The officer above may.
-        r = await act(client, world.tree.s1_headers, record["id"], "approve", {})
+        r = await act(client, world.tree.h_s1_worker, record["id"], "approve", {})
         assert r.status_code == 200, r.text
 
     @pytest.mark.postgres_only
+    @pytest.mark.committing
     async def test_concurrent_deciders_one_wins(
         self,
         client: httpx.AsyncClient,
@@ -228,9 +227,9 @@ class TestDecisions:
     ) -> None:
         record_id = await in_state(client, world, "pending")
         results = await asyncio.gather(
-            act(client, world.tree.r1_headers, record_id, "approve", {}),
-            act(client, world.tree.s1_headers, record_id, "reject", {"reason": "不实"}),
-            act(client, world.tree.r1_headers, record_id, "return", {"reason": "补充"}),
+            act(client, world.tree.h_r1, record_id, "approve", {}),
+            act(client, world.tree.h_s1_worker, record_id, "reject", {"reason": "不实"}),
+            act(client, world.tree.h_r1, record_id, "return", {"reason": "补充"}),
             act(client, world.alice.headers, record_id, "withdraw"),
         )
         assert all(r.status_code in (200, 409) for r in results), [r.text for r in results]
@@ -263,7 +262,7 @@ class TestContributionsReview:
         r = await client.post(
             "/contributions/review",
             json={"ids": ids, "decision": "return", "comment": "请补充材料"},
-            headers=world.tree.r1_headers,
+            headers=world.tree.h_r1,
         )
         assert r.status_code == 200, r.text
         results = {x["id"]: x for x in r.json()["results"]}
@@ -307,9 +306,7 @@ class TestContributionsReview:
             {"ids": [record_id], "decision": "withdraw"},
             {"ids": [str(uuid.uuid4()) for _ in range(101)], "decision": "approve"},
         ):
-            r = await client.post(
-                "/contributions/review", json=payload, headers=world.tree.r1_headers
-            )
+            r = await client.post("/contributions/review", json=payload, headers=world.tree.h_r1)
             assert_problem(r, 422, "validation_error")
         assert await written(sessionmaker) == before
 
@@ -337,7 +334,7 @@ class TestContributionsReview:
                 r = await client.post(
                     "/contributions/review",
                     json={"ids": ids, "decision": "approve"},
-                    headers=world.tree.r1_headers,
+                    headers=world.tree.h_r1,
                 )
             assert all(x["ok"] for x in r.json()["results"])
             return q.count

@@ -20,7 +20,6 @@ from app.models.kit import AuditLog
 from tests.contributions.helpers import (
     CountQueries,
     World,
-    assert_problem,
     create,
     in_state,
     make_credit,
@@ -28,6 +27,7 @@ from tests.contributions.helpers import (
     today,
 )
 from tests.fixtures.factories import make_client, make_user
+from tests.fixtures.problems import assert_problem
 
 
 async def seed_activity(db: AsyncSession, world: World, *, confirmed: int, present: int) -> None:
@@ -79,7 +79,7 @@ class TestOrgsStats:
         )
         to_approve = (await create(client, world.bob, world.tree.e1, hours=2))["id"]
         r = await client.post(
-            f"/contributions/{to_approve}/approve", json={}, headers=world.tree.r1_headers
+            f"/contributions/{to_approve}/approve", json={}, headers=world.tree.h_r1
         )
         assert r.status_code == 200
         await make_credit(db, world.alice, world.tree.r1, day=today(), hours=1.5)
@@ -94,7 +94,7 @@ class TestOrgsStats:
         r = await client.get(
             f"/orgs/{world.tree.s1.id}/stats",
             params={"from": first.isoformat(), "to": today().isoformat()},
-            headers=world.tree.s1_headers,
+            headers=world.tree.h_s1_worker,
         )
         assert r.status_code == 200, r.text
         data = r.json()
@@ -113,7 +113,7 @@ class TestOrgsStats:
         assert sum(n for _, n in by_month.values()) == 3
         assert {post for _, post in by_month} == {"community"}
         # r2's subtree has none of it.
-        r = await client.get(f"/orgs/{world.tree.r2.id}/stats", headers=world.tree.s1_headers)
+        r = await client.get(f"/orgs/{world.tree.r2.id}/stats", headers=world.tree.h_s1_worker)
         assert r.json()["members"] == 0
         assert r.json()["pending_checkins"] == 1
         assert r.json()["attendance_rate"] is None
@@ -129,7 +129,7 @@ class TestOrgsStats:
         r = await client.get(
             f"/orgs/{world.tree.r1.id}/stats",
             params={"from": "2026-01-01", "to": "2026-03-31"},
-            headers=world.tree.r1_headers,
+            headers=world.tree.h_r1,
         )
         assert r.json()["contribution_hours"] == [
             {"month": "2026-01", "post": "community", "hours": 1.0, "count": 1},
@@ -152,15 +152,15 @@ class TestOrgsStats:
 
     async def test_outsiders_and_bad_ranges(self, client: httpx.AsyncClient, world: World) -> None:
         url = f"/orgs/{world.tree.r1.id}/stats"
-        assert_problem(await client.get(url, headers=world.tree.r2_headers), 403, "forbidden")
+        assert_problem(await client.get(url, headers=world.tree.h_r2), 403, "forbidden")
         assert_problem(await client.get(url, headers=world.alice.headers), 403, "forbidden")
         assert_problem(
-            await client.get(f"/orgs/{uuid.uuid4()}/stats", headers=world.tree.r1_headers),
+            await client.get(f"/orgs/{uuid.uuid4()}/stats", headers=world.tree.h_r1),
             404,
             "not_found",
         )
         r = await client.get(
-            url, params={"from": "2026-03-01", "to": "2026-02-01"}, headers=world.tree.r1_headers
+            url, params={"from": "2026-03-01", "to": "2026-02-01"}, headers=world.tree.h_r1
         )
         assert_problem(r, 422, "validation_error")
 
@@ -174,7 +174,7 @@ class TestOrgsStats:
         async def measure() -> int:
             with count_queries() as q:
                 r = await client.get(
-                    f"/orgs/{world.tree.d1.id}/stats", headers=world.tree.s1_headers
+                    f"/orgs/{world.tree.d1.id}/stats", headers=world.tree.h_s1_worker
                 )
             assert r.status_code in (200, 403)
             return q.count
@@ -226,7 +226,7 @@ class TestOrgsExportsGet:
         r = await client.get(
             f"/orgs/{world.tree.r1.id}/exports/contributions",
             params={"format": "xlsx"},
-            headers=world.tree.r1_headers,
+            headers=world.tree.h_r1,
         )
         assert r.status_code == 200, r.text[:300]
         assert r.headers["content-type"].startswith(
@@ -274,7 +274,7 @@ class TestOrgsExportsGet:
         r = await client.get(
             f"/orgs/{world.tree.r1.id}/exports/contributions",
             params={"format": "csv", "status": "pending"},
-            headers=world.tree.r1_headers,
+            headers=world.tree.h_r1,
         )
         assert r.status_code == 200, r.text
         assert r.headers["content-type"].startswith("text/csv")
@@ -298,7 +298,7 @@ class TestOrgsExportsGet:
         r = await client.get(
             f"/orgs/{world.tree.r1.id}/exports/members",
             params={"format": "csv"},
-            headers=world.tree.r1_headers,
+            headers=world.tree.h_r1,
         )
         rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
         assert rows[0][:3] == ["姓名", "手机号", "身份证号"]
@@ -313,7 +313,7 @@ class TestOrgsExportsGet:
         r = await client.get(
             f"/orgs/{world.tree.r1.id}/exports/attendance",
             params={"format": "xlsx"},
-            headers=world.tree.r1_headers,
+            headers=world.tree.h_r1,
         )
         assert r.status_code == 200
         sheet = load_workbook(io.BytesIO(r.content)).active
@@ -333,15 +333,13 @@ class TestOrgsExportsGet:
         sessionmaker: async_sessionmaker[AsyncSession],
     ) -> None:
         url = f"/orgs/{world.tree.r1.id}/exports/{kind}"
-        assert_problem(await client.get(url, headers=world.tree.r2_headers), 403, "forbidden")
+        assert_problem(await client.get(url, headers=world.tree.h_r2), 403, "forbidden")
         assert_problem(await client.get(url, headers=world.alice.headers), 403, "forbidden")
         _, city = await make_client(db, scopes="stats:read")
         assert_problem(await client.get(url, headers=city), 403, "members_only")
-        r = await client.get(url, params={"format": "pdf"}, headers=world.tree.r1_headers)
+        r = await client.get(url, params={"format": "pdf"}, headers=world.tree.h_r1)
         assert_problem(r, 422, "validation_error")
         async with sessionmaker() as s:
             assert (await s.execute(select(AuditLog.id))).first() is None
-        r = await client.get(
-            f"/orgs/{world.tree.r1.id}/exports/payroll", headers=world.tree.r1_headers
-        )
+        r = await client.get(f"/orgs/{world.tree.r1.id}/exports/payroll", headers=world.tree.h_r1)
         assert_problem(r, 422, "validation_error")

@@ -24,6 +24,9 @@ from app.integrations.storage import CHUNK, S3Storage, storage_for
 from tests.contributions.helpers import World, create
 from tests.contributions.test_attachments import upload
 
+# Under pytest-xdist (--dist loadgroup) on one worker, so that the S3 stand-in starts once.
+pytestmark = pytest.mark.xdist_group("s3")
+
 BUCKET = "quyu-evidence"
 CREDENTIALS = {"access_key_id": "testing", "secret_access_key": "testing"}
 

@@ -17,7 +17,6 @@ from app.models.contribution import Contribution
 from app.models.kit import AuditLog, OutboxEvent
 from tests.contributions.helpers import (
     World,
-    assert_problem,
     body,
     count,
     create,
@@ -26,6 +25,7 @@ from tests.contributions.helpers import (
     today,
     written,
 )
+from tests.fixtures.problems import assert_problem
 
 
 class TestContributionCategoriesList:
@@ -259,7 +259,7 @@ class TestDailyLimit:
             r = await client.post(
                 f"/contributions/{first['id']}/reject",
                 json={"reason": "重复"},
-                headers=world.tree.r1_headers,
+                headers=world.tree.h_r1,
             )
         assert r.status_code == 200, r.text
         await create(client, world.alice, world.tree.r1, hours=10)
@@ -271,7 +271,7 @@ class TestDailyLimit:
         r = await client.post(
             f"/contributions/{first['id']}/return",
             json={"reason": "请补充说明"},
-            headers=world.tree.r1_headers,
+            headers=world.tree.h_r1,
         )
         assert r.status_code == 200, r.text
         r = await client.post(
@@ -280,6 +280,7 @@ class TestDailyLimit:
         assert_problem(r, 422, "daily_hours_exceeded")
 
     @pytest.mark.postgres_only
+    @pytest.mark.committing
     async def test_concurrent_submissions_never_pass_24(
         self,
         client: httpx.AsyncClient,

@@ -11,6 +11,7 @@ from stdnum.cn import ric
 
 from app.models.user import User
 from tests.fixtures.factories import PASSWORD
+from tests.fixtures.problems import assert_problem
 
 
 def valid_id_number(first17: str = "33020319900101123") -> str:
@@ -46,20 +47,9 @@ def bearer(access_token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {access_token}"}
 
 
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body: dict[str, Any] = r.json()
-    assert body["code"] == code, body
-    assert body["status"] == status
-    assert body["type"] == f"urn:quyu:problem:{code}"
-    assert body["title"]
-    assert body["detail"]
-    return body
-
-
 def assert_oauth_error(r: httpx.Response, status: int, error: str) -> dict[str, Any]:
-    """RFC 6749 §5.2 form, with the problem fields alongside."""
-    body = assert_problem(r, status, error)
+    """RFC 6749 §5.2 form (application/json), with the problem fields alongside."""
+    body = assert_problem(r, status, error, media_type="application/json")
     assert body["error"] == error
     assert body["error_description"].isascii()
     assert r.headers["cache-control"] == "no-store"
@@ -68,7 +58,6 @@ def assert_oauth_error(r: httpx.Response, status: int, error: str) -> dict[str, 
 
 def assert_validation_error(r: httpx.Response, *fields: str) -> list[dict[str, str]]:
     body = assert_problem(r, 422, "validation_error")
-    assert r.headers["content-type"].startswith("application/problem+json")
     errors: list[dict[str, str]] = body["errors"]
     assert errors
     named = {e["field"] for e in errors}

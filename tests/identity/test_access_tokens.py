@@ -28,7 +28,7 @@ from app.core.tokens import TokenError, decode_access_token, issue_access_token
 from app.models.auth import UserSession
 from app.models.user import User
 from tests.fixtures.factories import make_user
-from tests.identity.helpers import assert_problem
+from tests.fixtures.problems import assert_problem
 
 
 def b64url(data: bytes) -> str:

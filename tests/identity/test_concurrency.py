@@ -17,6 +17,7 @@ CONCURRENT = 10
 
 
 @pytest.mark.postgres_only
+@pytest.mark.committing
 class TestAuthTokenRefreshConcurrency:
     async def test_one_token_many_exchanges_exactly_one_wins(
         self,

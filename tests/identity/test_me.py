@@ -15,8 +15,8 @@ from app.core.crypto import blind_index, decrypt
 from app.models.kit import AuditLog
 from app.models.user import User
 from tests.fixtures.factories import login, make_client, make_officer, make_org, make_user
+from tests.fixtures.problems import assert_problem
 from tests.identity.helpers import (
-    assert_problem,
     assert_validation_error,
     bad_checksum,
     count_rows,

@@ -32,13 +32,18 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import PG_ADMIN_DSN, TEST_DB
-from tests.identity.helpers import assert_oauth_error, assert_problem, bearer
+from tests.fixtures.problems import assert_problem
+from tests.identity.helpers import assert_oauth_error, bearer
 
 # Runs on both databases (SQLite as a WAL file shared by the processes); the workers are told
 # apart through Linux's /proc.
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/net/tcp").exists(), reason="tells workers apart through Linux /proc"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not Path("/proc/net/tcp").exists(), reason="tells workers apart through Linux /proc"
+    ),
+    # Under pytest-xdist (--dist loadgroup) on one worker, so that the server starts once.
+    pytest.mark.xdist_group("multiworker"),
+]
 
 WORKERS = 2
 LIMIT_PER_PHONE = 5

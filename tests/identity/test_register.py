@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.passwords import verify_password
 from app.models.user import User
 from tests.fixtures.factories import make_user
+from tests.fixtures.problems import assert_problem
 from tests.identity.helpers import (
-    assert_problem,
     assert_validation_error,
     count_rows,
     password_login,

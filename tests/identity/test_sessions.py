@@ -14,9 +14,9 @@ from app.core.tokens import decode_access_token
 from app.models.auth import UserSession
 from app.models.user import User
 from tests.fixtures.factories import make_client, make_user
+from tests.fixtures.problems import assert_problem
 from tests.identity.helpers import (
     assert_oauth_error,
-    assert_problem,
     assert_validation_error,
     bearer,
     password_login,

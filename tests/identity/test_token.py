@@ -18,9 +18,9 @@ from app.core.tokens import decode_access_token
 from app.models.auth import RefreshToken, UserSession
 from app.models.kit import RateLimitBucket
 from tests.fixtures.factories import PASSWORD, make_client, make_user
+from tests.fixtures.problems import assert_problem
 from tests.identity.helpers import (
     assert_oauth_error,
-    assert_problem,
     bearer,
     count_rows,
     password_login,

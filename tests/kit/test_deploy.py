@@ -483,6 +483,7 @@ class TestKubernetes:
         assert spec["restartPolicy"] in {"Never", "OnFailure"}
         assert spec["containers"][0]["command"] == ["quyu", "migrate"]
 
+    @pytest.mark.committing  # /readyz opens a connection of its own (see tests/conftest.py)
     async def test_probes_hit_paths_the_app_serves(
         self, app: FastAPI, client: httpx.AsyncClient
     ) -> None:

@@ -68,6 +68,8 @@ class OneLifespan:
         await send({"type": "lifespan.shutdown.complete"})
 
     def close(self) -> None:
+        if self._running is None:
+            return  # never started, or ended already
         self._closing = True
         # Entering a client (re)registers the lifespan with Schemathesis, so that the next line
         # ends it whether or not the plugin has already "ended" it after the last test.
@@ -85,6 +87,9 @@ fuzzed = OneLifespan(fuzzed_app)
 schema = schemathesis.openapi.from_asgi("/openapi.json", fuzzed)
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+
+# The fuzzed app reads through its own engine what the callers' fixtures committed.
+pytestmark = pytest.mark.committing
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,7 @@ class TestIdempotencyKey:
         assert await _events(db) == 0
 
     @pytest.mark.postgres_only
+    @pytest.mark.committing
     async def test_concurrent_retries_create_once(
         self, kit_client: httpx.AsyncClient, db: AsyncSession
     ) -> None:

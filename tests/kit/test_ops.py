@@ -12,6 +12,9 @@ class TestHealthz:
 
 
 class TestReadyz:
+    # /readyz opens a connection of its own, which on SQLite waits behind the write lock a
+    # rolled-back test holds.
+    @pytest.mark.committing
     async def test_ready(self, client: httpx.AsyncClient) -> None:
         r = await client.get("http://test/readyz")
         assert r.status_code == 200

@@ -60,6 +60,9 @@ async def _items(client: httpx.AsyncClient, path: str, headers: dict[str, str]) 
     return items
 
 
+# `seed()` writes through an engine of its own, which must see the tables committed (and, on
+# SQLite, take the write lock).
+@pytest.mark.committing
 class TestDemoData:
     async def test_loads_once_and_again_adds_nothing(self, db: AsyncSession) -> None:
         first = await seed(get_settings())

@@ -172,6 +172,7 @@ class TestThrottle:
         await hit(sessionmaker, "t:2", limit=3, window_seconds=60, now=150.0)
 
     @pytest.mark.postgres_only
+    @pytest.mark.committing
     async def test_concurrent_hits_are_counted_exactly(
         self, sessionmaker: async_sessionmaker[AsyncSession]
     ) -> None:

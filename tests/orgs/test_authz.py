@@ -25,7 +25,7 @@ from app.authz import (
 from app.core.errors import Forbidden, NotFound
 from app.models.organization import Organization
 from tests.fixtures.factories import make_client, make_officer, make_org
-from tests.orgs.conftest import Tree
+from tests.fixtures.orgs import Tree
 
 
 def member(tree: Tree, who: str) -> Principal:
@@ -68,7 +68,7 @@ class TestScope:
             "鼓楼街道",
             "天一商务楼宇党委",
         }
-        assert len(await names_in(db, EVERYTHING)) == 8
+        assert len(await names_in(db, EVERYTHING)) == 9
         assert await names_in(db, NOTHING) == set()
 
     async def test_clause_escapes_like_wildcards(self, db: AsyncSession, tree: Tree) -> None:
@@ -88,10 +88,10 @@ class TestOfficerScope:
     ) -> None:
         # s1's secretary also serves r1 (inside s1) and r2 (elsewhere).
         await make_officer(db, tree.r1, tree.s1_officer, "worker")
-        await make_officer(db, tree.r2, tree.s1_officer, "worker")
+        await make_officer(db, tree.r3, tree.s1_officer, "worker")
         scope = await officer_scope(db, member(tree, "s1_officer"))
         assert not scope.everything
-        assert sorted(scope.prefixes) == sorted([tree.s1.path, tree.r2.path])
+        assert sorted(scope.prefixes) == sorted([tree.s1.path, tree.r3.path])
 
 
 class TestClientScope:
@@ -133,7 +133,7 @@ class TestGuards:
         scope = await officer_scope(db, member(tree, "s1_officer"))
         assert (await load_org_in_scope(db, tree.b1.id, scope)).id == tree.b1.id
         with pytest.raises(Forbidden):
-            await load_org_in_scope(db, tree.r2.id, scope)
+            await load_org_in_scope(db, tree.r3.id, scope)
         with pytest.raises(Forbidden):
             await load_org_in_scope(db, tree.d1.id, scope)
         with pytest.raises(NotFound):
@@ -156,7 +156,7 @@ class TestGuards:
         with pytest.raises(Forbidden):
             await require_officer_above(db, s1_officer, tree.s1.id)  # their own organization
         with pytest.raises(Forbidden):
-            await require_officer_above(db, s1_officer, tree.r2.id)  # a sibling subtree
+            await require_officer_above(db, s1_officer, tree.r3.id)  # a sibling subtree
         with pytest.raises(Forbidden):
             await require_officer_above(db, member(tree, "member"), tree.b1.id)
         with pytest.raises(NotFound):

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models.kit import AuditLog, OutboxEvent
 from app.models.organization import Officer
 from tests.fixtures.factories import make_client, make_officer, make_user
-from tests.orgs.conftest import Tree
+from tests.fixtures.orgs import Tree
 
 
 async def officers_of(db: AsyncSession, org_id: uuid.UUID) -> list[Officer]:
@@ -67,14 +67,17 @@ class TestOfficersList:
         ids = {i["id"] for i in first["items"] + second["items"]}
         assert len(ids) == 5
 
-    async def test_sibling_subtree_officer_is_403(
-        self, client: httpx.AsyncClient, tree: Tree
+    @pytest.mark.parametrize(
+        ("org", "who"),
+        [
+            pytest.param("r1", "h_s2", id="sibling_subtree_officer"),
+            pytest.param("s1", "h_r1", id="officer_below"),
+        ],
+    )
+    async def test_officer_not_above_is_403(
+        self, client: httpx.AsyncClient, tree: Tree, org: str, who: str
     ) -> None:
-        r = await client.get(f"/orgs/{tree.r1.id}/officers", headers=tree.h_s2)
-        assert r.status_code == 403
-
-    async def test_officer_below_is_403(self, client: httpx.AsyncClient, tree: Tree) -> None:
-        r = await client.get(f"/orgs/{tree.s1.id}/officers", headers=tree.h_r1)
+        r = await client.get(f"/orgs/{getattr(tree, org).id}/officers", headers=getattr(tree, who))
         assert r.status_code == 403
 
     async def test_member_and_city_client_are_403(
@@ -144,35 +147,31 @@ class TestOfficersCreate:
         )
         assert r.status_code == 201
 
-    async def test_own_officer_is_not_above(
-        self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
+    @pytest.mark.parametrize(
+        ("who", "appointee", "role"),
+        [
+            pytest.param("h_r1", "member", "worker", id="own_officer_is_not_above"),
+            pytest.param("h_s2", "s2_officer", "worker", id="sibling_subtree_officer"),
+            pytest.param("h_member", "member", "secretary", id="plain_member"),
+        ],
+    )
+    async def test_refused_is_403(
+        self,
+        client: httpx.AsyncClient,
+        db: AsyncSession,
+        tree: Tree,
+        who: str,
+        appointee: str,
+        role: str,
     ) -> None:
         r = await client.post(
             f"/orgs/{tree.r1.id}/officers",
-            headers=tree.h_r1,
-            json={"user_id": str(tree.member.id), "role": "worker", "appointed_by": "hired"},
-        )
-        assert r.status_code == 403
-        assert len(await officers_of(db, tree.r1.id)) == 1
-
-    async def test_sibling_subtree_officer_is_403(
-        self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
-    ) -> None:
-        r = await client.post(
-            f"/orgs/{tree.r1.id}/officers",
-            headers=tree.h_s2,
-            json={"user_id": str(tree.s2_officer.id), "role": "worker", "appointed_by": "hired"},
-        )
-        assert r.status_code == 403
-        assert len(await officers_of(db, tree.r1.id)) == 1
-
-    async def test_plain_member_is_403(
-        self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
-    ) -> None:
-        r = await client.post(
-            f"/orgs/{tree.r1.id}/officers",
-            headers=tree.h_member,
-            json={"user_id": str(tree.member.id), "role": "secretary", "appointed_by": "hired"},
+            headers=getattr(tree, who),
+            json={
+                "user_id": str(getattr(tree, appointee).id),
+                "role": role,
+                "appointed_by": "hired",
+            },
         )
         assert r.status_code == 403
         assert len(await officers_of(db, tree.r1.id)) == 1
@@ -228,6 +227,7 @@ class TestOfficersCreate:
         assert await count(db, AuditLog) == 0
 
     @pytest.mark.postgres_only
+    @pytest.mark.committing
     async def test_concurrent_duplicates_make_one_officer(
         self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
     ) -> None:
@@ -282,27 +282,21 @@ class TestOfficersDelete:
         assert r.status_code == 404
         assert len(await officers_of(db, tree.s2.id)) == 1
 
-    async def test_own_officer_cannot_remove(
-        self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
+    @pytest.mark.parametrize(
+        "who",
+        [
+            pytest.param("h_r1", id="own_officer_cannot_remove"),
+            pytest.param("h_s2", id="sibling_subtree_officer"),
+            pytest.param("h_member", id="plain_member"),
+        ],
+    )
+    async def test_refused_is_403(
+        self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree, who: str
     ) -> None:
         (officer,) = await officers_of(db, tree.r1.id)
-        r = await client.delete(f"/orgs/{tree.r1.id}/officers/{officer.id}", headers=tree.h_r1)
-        assert r.status_code == 403
-        assert len(await officers_of(db, tree.r1.id)) == 1
-
-    async def test_sibling_subtree_officer_is_403(
-        self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
-    ) -> None:
-        (officer,) = await officers_of(db, tree.r1.id)
-        r = await client.delete(f"/orgs/{tree.r1.id}/officers/{officer.id}", headers=tree.h_s2)
-        assert r.status_code == 403
-        assert len(await officers_of(db, tree.r1.id)) == 1
-
-    async def test_plain_member_is_403(
-        self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
-    ) -> None:
-        (officer,) = await officers_of(db, tree.r1.id)
-        r = await client.delete(f"/orgs/{tree.r1.id}/officers/{officer.id}", headers=tree.h_member)
+        r = await client.delete(
+            f"/orgs/{tree.r1.id}/officers/{officer.id}", headers=getattr(tree, who)
+        )
         assert r.status_code == 403
         assert len(await officers_of(db, tree.r1.id)) == 1
 

@@ -7,7 +7,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.fixtures.factories import login, make_client, make_org, make_user
-from tests.orgs.conftest import Tree
+from tests.fixtures.orgs import Tree
 
 
 def names(body: dict[str, Any]) -> list[str]:
@@ -23,12 +23,13 @@ class TestOrgsList:
         body = r.json()
         assert body["next_cursor"] is None
         ids = [item["id"] for item in body["items"]]
-        assert len(ids) == 8
-        # A parent comes right before its subtree.
-        chain = [str(o.id) for o in (tree.d1, tree.s1, tree.r1, tree.e1, tree.b1)]
-        positions = [ids.index(i) for i in chain]
-        assert positions == sorted(positions)
-        assert positions[-1] - positions[0] == 4
+        assert len(ids) == 9
+        # A parent comes right before its subtree: its descendants follow it as one block.
+        orgs = [tree.d1, tree.s1, tree.r1, tree.e1, tree.b1, tree.r2, tree.d2, tree.s2, tree.r3]
+        for org in orgs:
+            below = {str(o.id) for o in orgs if o.path.startswith(org.path) and o is not org}
+            start = ids.index(str(org.id)) + 1
+            assert set(ids[start : start + len(below)]) == below, org.name
         r1 = next(i for i in body["items"] if i["id"] == str(tree.r1.id))
         assert r1["location"] == {"lat": 29.6, "lng": 121.4}
         assert r1["kind"] == "regional"
@@ -40,7 +41,7 @@ class TestOrgsList:
     async def test_filters(self, client: httpx.AsyncClient, tree: Tree) -> None:
         h = tree.h_member
         r = await client.get("/orgs", headers=h, params={"parent_id": str(tree.s1.id)})
-        assert names(r.json()) == ["力邦村党总支"]
+        assert sorted(names(r.json())) == ["力邦村党总支", "月湖社区区域党总支"]
         r = await client.get("/orgs", headers=h, params={"kind": "district"})
         assert sorted(names(r.json())) == ["奉化区", "海曙区"]
         r = await client.get("/orgs", headers=h, params={"region_type": "commercial_building"})
@@ -69,7 +70,7 @@ class TestOrgsList:
         cursor: str | None = None
         pages = 0
         while True:
-            params: dict[str, Any] = {"limit": 3}
+            params: dict[str, Any] = {"limit": 4}  # 9 orgs: 4, 4, then 1
             if cursor:
                 params["cursor"] = cursor
             r = await client.get("/orgs", headers=tree.h_member, params=params)
@@ -80,7 +81,7 @@ class TestOrgsList:
             if cursor is None:
                 break
         assert pages == 3
-        assert len(seen) == len(set(seen)) == 8
+        assert len(seen) == len(set(seen)) == 9
 
     async def test_near_sorts_by_distance_within_the_radius(
         self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
@@ -140,7 +141,7 @@ class TestOrgsList:
         _, h_ok = await make_client(db, scopes="orgs:read")
         r = await client.get("/orgs", headers=h_ok, params={"limit": 100})
         assert r.status_code == 200
-        assert len(r.json()["items"]) == 8
+        assert len(r.json()["items"]) == 9
         _, h_no = await make_client(db, scopes="stats:read")
         r = await client.get("/orgs", headers=h_no)
         assert r.status_code == 403
@@ -225,10 +226,10 @@ class TestOrgsGet:
         self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
     ) -> None:
         _, h_city = await make_client(db, scopes="orgs:read")
-        assert (await client.get(f"/orgs/{tree.r2.id}", headers=h_city)).status_code == 200
+        assert (await client.get(f"/orgs/{tree.r3.id}", headers=h_city)).status_code == 200
         _, h_bound = await make_client(db, scopes="orgs:read", org=tree.d1)
         assert (await client.get(f"/orgs/{tree.r1.id}", headers=h_bound)).status_code == 200
-        r = await client.get(f"/orgs/{tree.r2.id}", headers=h_bound)
+        r = await client.get(f"/orgs/{tree.r3.id}", headers=h_bound)
         assert r.status_code == 403
         _, h_none = await make_client(db, scopes="stats:read")
         r = await client.get(f"/orgs/{tree.r1.id}", headers=h_none)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,18 +13,6 @@ from app.models.wechat import WechatAccount
 from app.wechat import service
 from tests.fixtures.factories import make_user
 from tests.wechat.conftest import FakeWechat
-
-
-def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = r.json()
-    assert body["code"] == code, body
-    assert body["status"] == status
-    assert body["title"] and body["detail"]
-    # WeChat's own codes and messages never reach the caller.
-    assert "errcode" not in body and "errmsg" not in body
-    return body
 
 
 async def count(db: AsyncSession, model: Any) -> int:

@@ -22,8 +22,9 @@ from app.models.user import User
 from app.models.wechat import WechatAccount, WechatBindToken
 from app.wechat import service
 from tests.fixtures.factories import login, make_user
+from tests.fixtures.problems import assert_problem
 from tests.wechat.conftest import APP_SECRET, FakeWechat
-from tests.wechat.helpers import assert_problem, bind_member, count
+from tests.wechat.helpers import bind_member, count
 
 pytestmark = pytest.mark.usefixtures("wechat")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -58,6 +59,7 @@ class TestAccessTokenStore:
         assert new != old
         assert fake.calls(PATH_TOKEN) == 2
 
+    @pytest.mark.committing
     async def test_many_processes_refresh_once(
         self, app: FastAPI, fake: FakeWechat, wechat: WechatClient
     ) -> None:

@@ -30,6 +30,7 @@ from app.models.wechat import NotificationDelivery
 from app.wechat import notifications as n
 from app.wechat.worker import NotificationWorker, PassStats
 from tests.fixtures.factories import login, make_officer, make_org, make_user
+from tests.fixtures.orgs import Tree
 from tests.wechat.conftest import FakeWechat
 from tests.wechat.helpers import bind_member, count
 
@@ -131,8 +132,9 @@ async def make_activity(
 
 
 @pytest.fixture
-async def org(db: AsyncSession) -> Organization:
-    return await make_org(db, name="月湖社区区域党总支", kind="regional")
+def org(tree: Tree) -> Organization:
+    """A regional organization of the suite's tree (月湖社区区域党总支)."""
+    return tree.r2
 
 
 @pytest.fixture
@@ -431,6 +433,7 @@ class TestDeliveryFailures:
 
 
 class TestConcurrencyAndCrashes:
+    @pytest.mark.committing
     async def test_two_workers_racing_send_each_message_once(
         self,
         app: FastAPI,
@@ -538,6 +541,7 @@ class TestConcurrencyAndCrashes:
         [row] = await deliveries(db)
         assert row.status == "failed" and row.last_error == "unconfirmed_after_recovery"
 
+    @pytest.mark.committing
     async def test_fan_out_by_two_workers_creates_each_delivery_once(
         self,
         app: FastAPI,
