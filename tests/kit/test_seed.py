@@ -125,6 +125,7 @@ class TestDemoData:
             assert activity.waitlist_count == 0
 
 
+@pytest.mark.committing
 class TestCreateClient:
     async def test_the_secret_signs_in_once_made_and_a_name_is_taken_once(
         self, client: httpx.AsyncClient
