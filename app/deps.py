@@ -26,7 +26,7 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
 async def get_session(
     factory: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)],
 ) -> AsyncIterator[AsyncSession]:
-    async for session in session_scope(factory):
+    async with session_scope(factory) as session:
         yield session
 
 

@@ -14,8 +14,9 @@ throttle, the WeChat token store and the worker reach) is re-bound to that conne
 `session.begin()` / `commit()` of the app becomes SAVEPOINT / RELEASE SAVEPOINT, every rollback
 a ROLLBACK TO SAVEPOINT, and what a request committed is seen by the next request and by `db`
 exactly as before, because they all share the one connection.  The app's code is not changed:
-only the sessionmaker's arguments are, put back afterwards, and the request-session dependency
-is swapped for one that rolls a failed request back at once (`_request_session` says why).
+only the sessionmaker's arguments are, put back afterwards.  (This relies on a failed request
+rolling back before its response is sent, which `app.db.session.session_scope` guarantees: a
+late ROLLBACK TO SAVEPOINT would undo the savepoints opened since, the test's next writes.)
 `count_queries` leaves out the savepoint statements this adds, so the counts are those of the
 app's own SQL.
 
@@ -50,10 +51,10 @@ import os
 import secrets
 import tempfile
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import pytest
 
@@ -87,7 +88,7 @@ os.environ.update(
 )
 
 import httpx  # noqa: E402
-from fastapi import Depends, FastAPI  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
 from sqlalchemy import event, text, update  # noqa: E402
 from sqlalchemy.ext.asyncio import (  # noqa: E402
     AsyncConnection,
@@ -99,8 +100,6 @@ from sqlalchemy.ext.asyncio import (  # noqa: E402
 
 from app.config import get_settings  # noqa: E402
 from app.db.base import Base  # noqa: E402
-from app.db.session import session_scope  # noqa: E402
-from app.deps import get_session, get_sessionmaker  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.models.organization import Organization  # noqa: E402
 
@@ -206,40 +205,12 @@ async def _isolation(
     async with engine.connect() as conn:
         outer = await conn.begin()
         factory.configure(bind=conn, join_transaction_mode="create_savepoint")
-        app.dependency_overrides[get_session] = _request_session
         try:
             yield conn
         finally:
-            del app.dependency_overrides[get_session]
             factory.kw.clear()
             factory.configure(**configured)
             await outer.rollback()
-
-
-async def _request_session(
-    factory: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)],
-) -> AsyncIterator[AsyncSession]:
-    """`app.deps.get_session`, but closing `session_scope` when the request fails.
-
-    The app's version iterates `session_scope` with `async for`; an exception thrown into it
-    leaves that loop without closing the inner generator, whose rollback then runs whenever the
-    event loop finalizes it, in a task of its own.  On a connection of its own that is only
-    late; on the test's shared connection a late ROLLBACK TO SAVEPOINT would undo savepoints
-    opened since (the test's next writes).  Here the exception is thrown into `session_scope`
-    itself, so it rolls back before the response is sent, as the app means it to."""
-    scope = session_scope(factory)
-    assert isinstance(scope, AsyncGenerator)
-    session = await anext(scope)
-    try:
-        yield session
-    except BaseException as exc:
-        try:
-            await scope.athrow(exc)
-        except BaseException as again:
-            if again is not exc:
-                raise
-        raise
-    await anext(scope, None)
 
 
 @pytest.fixture(scope="session")

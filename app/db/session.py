@@ -56,10 +56,12 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+@asynccontextmanager
 async def session_scope(
     factory: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """Yield a session; commit when the caller finishes cleanly, roll back otherwise."""
+    """A session committed when the block ends cleanly and rolled back, there and then, when it
+    raises (a context manager, so that the rollback never waits for a generator's finalizer)."""
     async with factory() as session:
         try:
             yield session
