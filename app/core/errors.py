@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.i18n import current_lang, negotiate
+from app.db.faults import is_unavailable
 
 logger = logging.getLogger("quyu.errors")
 
@@ -233,6 +234,28 @@ def validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     return out
 
 
+# Seconds a client is asked to wait when the database is away (as /readyz says).
+RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Log `exc`, which `is_unavailable` accepted, as one warning line (its type names, no
+    message: a driver's text may quote data) and give the 503 problem's status, body and
+    headers."""
+    root = exc
+    while isinstance(getattr(root, "orig", None), BaseException):
+        root = root.orig  # type: ignore[attr-defined]
+    logger.warning(
+        "database unavailable",
+        extra={"error_type": type(exc).__name__, "cause_type": type(root).__name__},
+    )
+    return (
+        503,
+        problem_body("service_unavailable", 503),
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
@@ -264,6 +287,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        if is_unavailable(exc):
+            status, body, headers = database_unavailable(exc)
+            return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
         logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
         return problem_response("internal_error", 500)
 

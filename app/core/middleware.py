@@ -19,11 +19,12 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import clock
-from app.core.errors import PROBLEM_JSON, problem_body
+from app.core.errors import PROBLEM_JSON, database_unavailable, problem_body
 from app.core.i18n import current_lang, negotiate
 from app.core.logging import request_id_var
 from app.core.metrics import LATENCY, REQUESTS
 from app.core.tokens import peek_subject
+from app.db.faults import is_unavailable
 from app.db.session import separate_transaction
 from app.models.kit import IdempotencyRecord
 
@@ -99,6 +100,20 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
+            if is_unavailable(exc):
+                # The database is away: retry later, not a bug (app/db/faults.py).
+                status, body, extra_headers = database_unavailable(exc)
+                if not response_started:
+                    await _send_json(
+                        send,
+                        status,
+                        body,
+                        [
+                            (b"x-request-id", request_id.encode()),
+                            *((k.lower().encode(), v.encode()) for k, v in extra_headers.items()),
+                        ],
+                    )
+                return
             error_log.exception("unhandled error", extra={"error_type": type(exc).__name__})
             status = 500
             if not response_started:

@@ -122,6 +122,13 @@ def install_openapi(app: FastAPI) -> None:
                             }
                 if "security" in op or path.startswith("/api/"):
                     responses.setdefault("500", _problem_response(500))
+                    # Any route that reaches the database answers this while it is away.
+                    responses.setdefault(
+                        "503",
+                        _problem_response(
+                            503, "The database is unreachable; retry after `Retry-After`"
+                        ),
+                    )
         components.setdefault(
             "Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}")
         )
