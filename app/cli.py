@@ -77,6 +77,7 @@ def serve(
         workers=workers,
         access_log=False,
         proxy_headers=settings.trust_forwarded_for,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         log_config=None,
     )
 

@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     env: Literal["development", "test", "production"] = "development"
     database_url: str = "sqlite+aiosqlite:///./quyu.db"
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    # `quyu serve`: after SIGTERM, requests still open this long are cut and the process
+    # exits.  With the preStop pause it stays under the grace period of deploy/k8s/api.yaml,
+    # so that the process ends on its own before it is killed.
+    shutdown_timeout_seconds: int = Field(default=25, ge=1, le=3600)
+    # SQLite only: how long a connection waits for another process's write lock before
+    # failing with "database is locked".  Within one process writers queue for the one
+    # connection instead (app/db/session.py), so this is the safety net across processes.
+    sqlite_busy_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     redis_url: str | None = None
     secrets_file: Path = Path(".quyu-secrets.json")
 

@@ -14,26 +14,44 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from app.config import Settings
 
 logger = logging.getLogger(__name__)
 
 
+# SQLite: how long a request may wait for its turn at the one connection before it fails.
+SQLITE_QUEUE_SECONDS = 120.0
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if settings.is_sqlite:
-        kwargs = {"connect_args": {"timeout": 30}}
+        # SQLite lets one connection write at a time, and every transaction here is a writer
+        # (BEGIN IMMEDIATE, below).  With several connections the waiting was left to
+        # SQLite's busy handler, which polls: under a burst (many sign-ins at once) a waiter
+        # could keep losing the race until the busy timeout and answer 500 "database is
+        # locked".  One connection per process instead: the pool hands it to one session
+        # at a time, in arrival order, and the others wait in its queue.  The busy timeout
+        # stays as the safety net for other processes (`serve --workers N`, `quyu worker`).
+        kwargs = {
+            "connect_args": {"timeout": settings.sqlite_busy_timeout_seconds},
+            "poolclass": AsyncAdaptedQueuePool,
+            "pool_size": 1,
+            "max_overflow": 0,
+            "pool_timeout": SQLITE_QUEUE_SECONDS,
+        }
     else:
         kwargs["pool_size"] = settings.database_pool_size
         kwargs["max_overflow"] = settings.database_pool_size
     engine = create_async_engine(settings.database_url, **kwargs)
     if settings.is_sqlite:
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, busy_timeout_ms=int(settings.sqlite_busy_timeout_seconds * 1000))
     return engine
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy issue BEGIN itself so that BEGIN IMMEDIATE can be used for writers.
@@ -42,7 +60,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

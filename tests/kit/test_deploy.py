@@ -483,6 +483,27 @@ class TestKubernetes:
         assert spec["restartPolicy"] in {"Never", "OnFailure"}
         assert spec["containers"][0]["command"] == ["quyu", "migrate"]
 
+    def test_pods_stop_on_their_own_within_the_grace_period(self) -> None:
+        """SIGTERM comes after the preStop pause; `quyu serve` then cuts what is still open
+        after QUYU_SHUTDOWN_TIMEOUT_SECONDS (the configmap's, else the default) and exits,
+        all before the grace period ends and the kubelet kills it."""
+        (config,) = k8s_kind("ConfigMap")
+        default = Settings.model_fields["shutdown_timeout_seconds"].default
+        shutdown = int(config["data"].get("QUYU_SHUTDOWN_TIMEOUT_SECONDS", default))
+        deployments = {d["metadata"]["name"]: d for d in k8s_kind("Deployment")}
+        api = deployments["quyu-api"]["spec"]["template"]["spec"]
+        (container,) = api["containers"]
+        command = container["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[0] == "sleep", command
+        pause = int(command[1])
+        # Long enough for the endpoints to be updated everywhere, so that no request is
+        # sent to a process that has stopped accepting.
+        assert pause >= 5
+        margin = 3
+        assert api["terminationGracePeriodSeconds"] >= pause + shutdown + margin
+        worker = deployments["quyu-worker"]["spec"]["template"]["spec"]
+        assert worker["terminationGracePeriodSeconds"] >= shutdown + margin
+
     @pytest.mark.committing  # /readyz opens a connection of its own (see tests/conftest.py)
     async def test_probes_hit_paths_the_app_serves(
         self, app: FastAPI, client: httpx.AsyncClient
