@@ -102,6 +102,10 @@ async def separate_transaction(
     a failed sign-in, an idempotency claim other requests must see at once, a worker's batch)
     use this helper, and say `why` in a short phrase, which is also logged when the
     transaction fails.
+
+    Open one only while the request's session holds no connection (before its first query or
+    after it closed): on SQLite a process has one connection, and a second transaction asked
+    for meanwhile would wait for the first.
     """
     async with factory() as session:
         try:
