@@ -16,9 +16,7 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -33,6 +31,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import PG_ADMIN_DSN, TEST_DB
 from tests.fixtures.problems import assert_problem
+from tests.fixtures.processes import free_port, quyu_executable
 from tests.identity.helpers import assert_oauth_error, bearer
 
 # Runs on both databases (SQLite as a WAL file shared by the processes); the workers are told
@@ -121,20 +120,14 @@ class Server:
         return pid
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _quyu() -> str:
-    return str(Path(sys.executable).with_name("quyu"))
-
-
 def _migrate(env: Mapping[str, str], cwd: Path) -> None:
     done = subprocess.run(  # noqa: S603
-        [_quyu(), "migrate"], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+        [quyu_executable(), "migrate"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -143,7 +136,7 @@ def _start(env: Mapping[str, str], cwd: Path, port: int, log: Path) -> subproces
     with log.open("wb") as out:
         return subprocess.Popen(  # noqa: S603
             [
-                _quyu(),
+                quyu_executable(),
                 "serve",
                 "--workers",
                 str(WORKERS),
@@ -232,7 +225,7 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
     log = workdir / "serve.log"
     try:
         await asyncio.to_thread(_migrate, env, workdir)
-        port = _free_port()
+        port = free_port()
         proc = _start(env, workdir, port, log)
         base_url = f"http://127.0.0.1:{port}"
         loop = asyncio.get_running_loop()

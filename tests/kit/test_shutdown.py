@@ -14,7 +14,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,22 +21,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.processes import free_port, quyu_executable
+
 SHUTDOWN_TIMEOUT_SECONDS = 2
 # The server's own clean-up after the timeout (closing the engine, the workers' exit), on a
 # busy machine.  Without the timeout the server waits for the client for ever.
 MARGIN_SECONDS = 10.0
 STARTUP_SECONDS = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _quyu() -> str:
-    return str(Path(sys.executable).with_name("quyu"))
 
 
 def _env(workdir: Path) -> dict[str, str]:
@@ -82,13 +72,18 @@ def _serving(
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """A ready `quyu serve` and its port; whatever is left of it is killed afterwards."""
     subprocess.run(  # noqa: S603
-        [_quyu(), "migrate"], env=env, cwd=workdir, check=True, capture_output=True, timeout=120
+        [quyu_executable(), "migrate"],
+        env=env,
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
-    port = _free_port()
+    port = free_port()
     log = workdir / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(  # noqa: S603
-            [_quyu(), "serve", "--workers", str(workers), "--port", str(port)],
+            [quyu_executable(), "serve", "--workers", str(workers), "--port", str(port)],
             env=env,
             cwd=workdir,
             stdout=out,
