@@ -12,7 +12,7 @@ from app import review
 from app.authz import Scope
 from app.checkins import repository as repo
 from app.checkins.reviewable import CHECKINS, Decision
-from app.checkins.schemas import CheckinQueueItem, ReviewResponse, ReviewResult
+from app.checkins.schemas import CheckinQueueItem, ReviewResponse
 from app.checkins.shaping import queue_item
 from app.core.pagination import Page, PageParams, page_of
 from app.models.enums import CheckinStatus
@@ -70,14 +70,4 @@ async def decide_many(
         decision=decision,
         comment=comment,
     )
-    return ReviewResponse(
-        results=[
-            ReviewResult(
-                id=v.id,
-                ok=v.ok,
-                status=CheckinStatus(v.status) if v.status is not None else None,
-                code=v.code,
-            )
-            for v in verdicts
-        ]
-    )
+    return review.batch_response(ReviewResponse, verdicts)

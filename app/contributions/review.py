@@ -24,7 +24,6 @@ from app.contributions.schemas import (
     ContributionQueueItem,
     MemberCard,
     ReviewResponse,
-    ReviewResult,
 )
 from app.contributions.shaping import record_fields
 from app.core.crypto import mask_phone
@@ -123,14 +122,4 @@ async def decide_many(
         decision=decision,
         comment=comment,
     )
-    return ReviewResponse(
-        results=[
-            ReviewResult(
-                id=v.id,
-                ok=v.ok,
-                status=ContributionStatus(v.status) if v.status is not None else None,
-                code=v.code,
-            )
-            for v in verdicts
-        ]
-    )
+    return review.batch_response(ReviewResponse, verdicts)

@@ -18,7 +18,7 @@ from app.review.decisions import (
     states,
     transition,
 )
-from app.review.outcome import PENDING, Outcome, Verdict
+from app.review.outcome import PENDING, Outcome, Verdict, batch_response
 from app.review.reviewable import Changed, OnDecided, Reviewable
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "Outcome",
     "Reviewable",
     "Verdict",
+    "batch_response",
     "decide_batch",
     "decide_one",
     "record_change",

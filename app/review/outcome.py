@@ -12,7 +12,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
+
+from pydantic import BaseModel
 
 from app.core.errors import AppError, InvalidTransition, NotFound, ReviewOwnForbidden
 
@@ -28,6 +30,15 @@ class Verdict(NamedTuple):
     ok: bool
     status: str | None
     code: str | None
+
+
+ResponseT = TypeVar("ResponseT", bound=BaseModel)
+
+
+def batch_response(model: type[ResponseT], verdicts: Sequence[Verdict]) -> ResponseT:
+    """A kind's batch answer (`{"results": [...]}`) from its verdicts; the kind's schema turns
+    each state into its own enum."""
+    return model.model_validate({"results": [v._asdict() for v in verdicts]})
 
 
 @dataclass(frozen=True)
