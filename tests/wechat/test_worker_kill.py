@@ -9,9 +9,9 @@ of the dead one expired, so that it takes the very same batch over.  Counting ta
 claimed batch lost messages this way (every delivery of the batch counted a "recovery" at each
 take-over, and on the third the rest of the batch was failed without being sent).
 
-PostgreSQL only: the processes share the test's database, which must take real commits from
-several processes at once; the counting itself is tested on both databases
-(tests/wechat/test_delivery_attempts.py).
+The kill test runs on PostgreSQL only: there the processes share the test's database under
+real concurrency; the counting itself is tested on both databases
+(tests/wechat/test_delivery_attempts.py), and so is a worker stopped with SIGTERM mid-batch.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from tests.fixtures.factories import next_phone, password_hash
 from tests.fixtures.processes import quyu_executable
 from tests.wechat.conftest import APP_ID, APP_SECRET, FakeWechat
 
-pytestmark = [pytest.mark.postgres_only, pytest.mark.committing]
+pytestmark = pytest.mark.committing
 
 MESSAGES = 200
 KILLS = 3
@@ -124,6 +124,7 @@ async def statuses(db: AsyncSession) -> Counter[str]:
     return Counter({status: int(n) for status, n in rows.all()})
 
 
+@pytest.mark.postgres_only
 async def test_killed_workers_lose_no_message(
     db: AsyncSession, fake: FakeWechat, tmp_path: Path
 ) -> None:
@@ -186,3 +187,37 @@ async def test_killed_workers_lose_no_message(
     assert len(twice) <= len(repeated) <= KILLS
     assert all((r.attempts, r.recoveries) == (2, 1) for r in repeated)
     assert all(r.attempts == 1 for r in rows if not r.recoveries)
+
+
+async def test_a_stopped_worker_hands_its_batch_back_at_once(
+    db: AsyncSession, fake: FakeWechat, tmp_path: Path
+) -> None:
+    """SIGTERM mid-batch: the message being sent is finished and marked, the rest of the batch
+    is pending again with nothing counted, and the process exits well within the compose
+    file's grace period, without waiting for its lease."""
+    openids = await plan_messages(db, fake)
+    fake.state.send_delay = 0.5
+    log = tmp_path / "worker.log"
+    worker = start_worker(fake, log)
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while len(fake.sent()) < 3:
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.005)
+        worker.send_signal(signal.SIGTERM)  # while the third message waits for its answer
+        stopping = time.monotonic()
+        assert worker.wait(timeout=STOP_SECONDS) == 0, log.read_text()
+        assert time.monotonic() - stopping < 5.0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=10)
+    sent = len(fake.sent())
+    assert await statuses(db) == Counter({d.SENT: sent, d.PENDING: MESSAGES - sent})
+    db.expire_all()
+    rows = (await db.execute(select(NotificationDelivery))).scalars().all()
+    assert all(r.recoveries == 0 and r.claimed_by is None for r in rows)
+    assert sorted(r.attempts for r in rows) == [0] * (MESSAGES - sent) + [1] * sent
+    assert "batch handed back" in log.read_text()
+    assert len(set(openids)) == MESSAGES
