@@ -9,9 +9,8 @@ of the dead one expired, so that it takes the very same batch over.  Counting ta
 claimed batch lost messages this way (every delivery of the batch counted a "recovery" at each
 take-over, and on the third the rest of the batch was failed without being sent).
 
-The kill test runs on PostgreSQL only: there the processes share the test's database under
-real concurrency; the counting itself is tested on both databases
-(tests/wechat/test_delivery_attempts.py), and so is a worker stopped with SIGTERM mid-batch.
+These tests run on either database (SQLite as the test's file, shared by the processes); the
+counting itself is tested step by step in tests/wechat/test_delivery_attempts.py.
 """
 
 from __future__ import annotations
@@ -124,7 +123,6 @@ async def statuses(db: AsyncSession) -> Counter[str]:
     return Counter({status: int(n) for status, n in rows.all()})
 
 
-@pytest.mark.postgres_only
 async def test_killed_workers_lose_no_message(
     db: AsyncSession, fake: FakeWechat, tmp_path: Path
 ) -> None:
