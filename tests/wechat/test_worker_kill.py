@@ -94,13 +94,15 @@ async def plan_messages(db: AsyncSession, fake: FakeWechat) -> list[str]:
     return openids
 
 
-def start_worker(fake: FakeWechat, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    fake: FakeWechat, log: Path, *, lease_seconds: float = LEASE_SECONDS
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "QUYU_WECHAT_API_BASE": fake.url,
         "QUYU_WECHAT_APP_ID": APP_ID,
         "QUYU_WECHAT_APP_SECRET": APP_SECRET,
-        "QUYU_WECHAT_WORKER_LEASE_SECONDS": str(LEASE_SECONDS),
+        "QUYU_WECHAT_WORKER_LEASE_SECONDS": str(lease_seconds),
         "QUYU_WECHAT_WORKER_POLL_SECONDS": "0.2",
         "QUYU_LOG_LEVEL": "INFO",
     }
@@ -196,7 +198,8 @@ async def test_a_stopped_worker_hands_its_batch_back_at_once(
     openids = await plan_messages(db, fake)
     fake.state.send_delay = 0.5
     log = tmp_path / "worker.log"
-    worker = start_worker(fake, log)
+    # A lease far longer than the stop may take: the batch is handed back, not left to expire.
+    worker = start_worker(fake, log, lease_seconds=600.0)
     try:
         deadline = time.monotonic() + START_SECONDS
         while len(fake.sent()) < 3:
@@ -206,7 +209,8 @@ async def test_a_stopped_worker_hands_its_batch_back_at_once(
         worker.send_signal(signal.SIGTERM)  # while the third message waits for its answer
         stopping = time.monotonic()
         assert worker.wait(timeout=STOP_SECONDS) == 0, log.read_text()
-        assert time.monotonic() - stopping < 5.0
+        # Half the compose file's grace period (30 s), leaving room for a loaded machine.
+        assert time.monotonic() - stopping < 15.0
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -217,5 +221,18 @@ async def test_a_stopped_worker_hands_its_batch_back_at_once(
     rows = (await db.execute(select(NotificationDelivery))).scalars().all()
     assert all(r.recoveries == 0 and r.claimed_by is None for r in rows)
     assert sorted(r.attempts for r in rows) == [0] * (MESSAGES - sent) + [1] * sent
+    # Handed back: another worker sends the rest now, long before the lease would end.
+    fake.state.send_delay = 0.0
+    successor = start_worker(fake, log, lease_seconds=600.0)
+    try:
+        deadline = time.monotonic() + FINISH_SECONDS
+        while (await statuses(db))[d.SENT] < MESSAGES:
+            assert successor.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.2)
+    finally:
+        successor.send_signal(signal.SIGTERM)
+        successor.wait(timeout=STOP_SECONDS)
+    assert len(fake.sent()) == MESSAGES
     assert "batch handed back" in log.read_text()
     assert len(set(openids)) == MESSAGES
