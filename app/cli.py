@@ -149,6 +149,9 @@ def worker(
 def fake_wechat(
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 8900,
+    send_delay: Annotated[
+        float, typer.Option(help="Seconds before a subscribe message is answered", min=0)
+    ] = 0.0,
 ) -> None:
     """A local stand-in for the WeChat API (point QUYU_WECHAT_API_BASE at it)."""
     import uvicorn
@@ -159,7 +162,9 @@ def fake_wechat(
     app_id = settings.wechat_app_id or "wx-quyu-dev"
     secret = settings.wechat_app_secret
     state = FakeWechatState(
-        app_id=app_id, secret=secret.get_secret_value() if secret else "dev-secret"
+        app_id=app_id,
+        secret=secret.get_secret_value() if secret else "dev-secret",
+        send_delay=send_delay,
     )
     console.print(
         f"fake WeChat on http://{host}:{port} for appid {app_id}; "

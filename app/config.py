@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     wechat_worker_poll_seconds: float = Field(default=2.0, gt=0)
     wechat_worker_lease_seconds: float = Field(default=60.0, gt=0)
     wechat_send_max_attempts: int = Field(default=5, ge=1)
+    # Sends of one message that may end without a recorded outcome (the worker died or lost
+    # its claim mid-send) before the message is given up: 2 repeats an uncertain send once.
+    wechat_send_max_unconfirmed: int = Field(default=2, ge=1)
 
     # Dual-post contributions (app/contributions): evidence files live in a local directory,
     # or with storage_backend "s3" in a bucket of an S3-compatible store (AWS S3, MinIO,

@@ -82,8 +82,11 @@ class NotificationDelivery(UUIDMixin, TimestampMixin, Base):
 
     `ref` is the outbox event id, or the activity id for reminders; with `user_id` and `kind`
     it is unique, so an event never notifies a member twice.  Claims expire: a worker that
-    dies while holding one leaves it to another after `claimed_until`; `recoveries` counts
-    such take-overs so that an uncertain send is repeated at most once.
+    dies while holding one leaves it to another after `claimed_until`.  `attempts` counts sends
+    that may have happened (each marked `attempting`, committed, right before it); `recoveries`
+    counts those whose outcome was never recorded (taken over while `attempting`), so that an
+    uncertain send is repeated at most `wechat_send_max_unconfirmed` - 1 times
+    (`app.wechat.deliveries`).
     """
 
     __tablename__ = "notification_deliveries"
@@ -102,7 +105,8 @@ class NotificationDelivery(UUIDMixin, TimestampMixin, Base):
     template_id: Mapped[str] = mapped_column(String(128))
     page: Mapped[str | None] = mapped_column(String(200))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
-    # pending -> sending -> sent | unsubscribed | failed; sending -> pending (transient error)
+    # pending -> sending (claimed) -> attempting (being sent) -> sent | unsubscribed | failed,
+    # or pending (transient error); sending -> failed (not sent) | pending (handed back)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(default=0)
     recoveries: Mapped[int] = mapped_column(default=0)

@@ -1,13 +1,24 @@
 """The delivery rows (`notification_deliveries`): added when a message is planned, claimed in
-batches by a worker, marked with the outcome of the send.
+batches by a worker, marked `attempting` right before each send, marked with the outcome.
 
 One row per (reason, member, kind), held by a unique constraint: `ref` is the outbox event id,
 or the activity id for reminders, so two workers planning the same message create it once.
 
+The life of a row (docs/architecture.md, "Subscribe messages"):
+
+    pending -> sending (claimed) -> attempting (about to send) -> sent | unsubscribed | failed
+                                                                | pending (retry, backed off)
+    sending -> failed (not sent: unbound, or given up) | pending (released by a stopping worker)
+    expired claims are taken over: `sending` as it is, nothing counted (no send happened);
+    `attempting` with `recoveries` + 1 (a send may have happened)
+
 A claim is one conditional UPDATE (rows pending and due, or claimed by a worker whose claim
-expired; on PostgreSQL the candidates are picked with FOR UPDATE SKIP LOCKED).  Taking over an
-expired claim counts in `recoveries`.  An outcome is recorded only while the claim is still
-the marking worker's own.
+expired; on PostgreSQL the candidates are picked with FOR UPDATE SKIP LOCKED).  `attempts`
+counts sends that may have happened: it rises in `begin_attempt`, its own committed step
+right before the call to WeChat, and nowhere else.  `recoveries` counts those attempts whose
+outcome was never recorded (the worker died or lost its claim mid-send): it rises only when an
+`attempting` row is taken over, never for the rows of a crashed batch that were not being
+sent.  Every step after the claim holds only while the claim is still the worker's own.
 
 Every function works in the session it is given; the worker gives each its own short
 transaction (`app.wechat.worker`).
@@ -32,10 +43,12 @@ from app.models.wechat import NotificationDelivery, WechatAccount
 from app.wechat import notifications as n
 from app.wechat import service as wechat_service
 
-# Delivery states: pending -> sending -> sent | unsubscribed | failed; sending -> pending
-# (a transient error, to be retried).
+# Delivery states: pending -> sending (claimed) -> attempting (a send may happen) -> sent |
+# unsubscribed | failed, or pending again (a transient error, to be retried); sending -> failed
+# (not sent at all: unbound, or given up) or pending (released by a stopping worker).
 PENDING = "pending"
 SENDING = "sending"
+ATTEMPTING = "attempting"
 SENT = "sent"
 UNSUBSCRIBED = "unsubscribed"
 FAILED = "failed"
@@ -43,7 +56,10 @@ FAILED = "failed"
 
 @dataclass(frozen=True)
 class Claimed:
-    """A delivery this worker now holds, with what sending it needs."""
+    """A delivery this worker now holds, with what sending it needs.
+
+    `attempts`: sends so far that may have happened; `recoveries`: those of them whose outcome
+    was never recorded (counted when the delivery was taken over mid-send)."""
 
     id: uuid.UUID
     user_id: uuid.UUID
@@ -133,12 +149,15 @@ async def claim(
     session: AsyncSession, *, worker: str, lease: timedelta, batch: int
 ) -> list[tuple[Claimed, str | None]]:
     """Take up to `batch` due deliveries for `worker` until `lease` from now; with each, the
-    member's openid (None when the member has unbound WeChat since)."""
+    member's openid (None when the member has unbound WeChat since).
+
+    A delivery whose claim expired is taken over: counted in `recoveries` only if it was
+    `attempting` (its send may have gone out), as it is if it was merely claimed."""
     now = clock.now()
     D = NotificationDelivery
     claimable = or_(
         and_(D.status == PENDING, D.next_attempt_at <= now),
-        and_(D.status == SENDING, D.claimed_until < now),
+        and_(D.status.in_((SENDING, ATTEMPTING)), D.claimed_until < now),
     )
     candidates = (
         select(D.id)
@@ -155,14 +174,24 @@ async def claim(
                 status=SENDING,
                 claimed_by=worker,
                 claimed_until=now + lease,
-                attempts=D.attempts + 1,
-                recoveries=D.recoveries + case((D.status == SENDING, 1), else_=0),
+                recoveries=D.recoveries + case((D.status == ATTEMPTING, 1), else_=0),
                 updated_at=now,
             )
-            .returning(D.id, D.user_id, D.template_id, D.page, D.data, D.attempts, D.recoveries)
+            .returning(
+                D.id,
+                D.user_id,
+                D.template_id,
+                D.page,
+                D.data,
+                D.attempts,
+                D.recoveries,
+                D.next_attempt_at,
+            )
             .execution_options(synchronize_session=False)
         )
     ).all()
+    # RETURNING follows no order: sent in the order they fell due, as they were picked.
+    rows = sorted(rows, key=lambda r: (r.next_attempt_at, r.id))
     claimed = [
         Claimed(
             id=r.id,
@@ -194,10 +223,55 @@ async def claim(
     ]
 
 
+async def begin_attempt(
+    session: AsyncSession, delivery_id: uuid.UUID, *, worker: str, lease: timedelta
+) -> int | None:
+    """Mark a claimed delivery `attempting` and count the attempt, right before its send; the
+    claim is renewed for `lease` from now, so that it covers the send.  Returns the attempt's
+    number, or None when the claim is no longer `worker`'s (it expired and another worker took
+    the delivery over): then it must not be sent.
+
+    The caller commits this before calling WeChat: a worker that dies after this point leaves
+    a row that says a send may have happened."""
+    now = clock.now()
+    D = NotificationDelivery
+    return (
+        await session.execute(
+            update(D)
+            .where(D.id == delivery_id, D.status == SENDING, D.claimed_by == worker)
+            .values(
+                status=ATTEMPTING,
+                attempts=D.attempts + 1,
+                claimed_until=now + lease,
+                updated_at=now,
+            )
+            .returning(D.attempts)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one_or_none()
+
+
+async def release(session: AsyncSession, delivery_ids: Sequence[uuid.UUID], *, worker: str) -> int:
+    """Hand back claimed deliveries not attempted yet (a stopping worker): pending again, due
+    as they were, nothing counted.  Returns how many were released."""
+    if not delivery_ids:
+        return 0
+    D = NotificationDelivery
+    rows = await session.execute(
+        update(D)
+        .where(D.id.in_(delivery_ids), D.status == SENDING, D.claimed_by == worker)
+        .values(status=PENDING, claimed_by=None, claimed_until=None, updated_at=clock.now())
+        .returning(D.id)
+        .execution_options(synchronize_session=False)
+    )
+    return len(rows.all())
+
+
 async def mark(
     session: AsyncSession, delivery_id: uuid.UUID, *, worker: str, outcome: Outcome
 ) -> bool:
-    """Record an outcome and release the claim, provided the claim is still `worker`'s."""
+    """Record an outcome and release the claim, provided the claim is still `worker`'s (the
+    delivery `attempting`, or only claimed when it is settled without a send)."""
     values: dict[str, object] = {
         "status": outcome.status,
         "last_error": outcome.last_error,
@@ -214,7 +288,7 @@ async def mark(
             update(NotificationDelivery)
             .where(
                 NotificationDelivery.id == delivery_id,
-                NotificationDelivery.status == SENDING,
+                NotificationDelivery.status.in_((SENDING, ATTEMPTING)),
                 NotificationDelivery.claimed_by == worker,
             )
             .values(values)

@@ -1,8 +1,14 @@
 """Sending one claimed delivery, and what WeChat's answer makes of it.
 
-- taken over twice (`recoveries > 1`): it may have gone out already, so it is failed without
-  sending: an uncertain message goes out at most twice;
-- the member has unbound WeChat since it was planned: failed (`not_bound`), skipped;
+Before a send (`settle_without_sending`):
+- `wechat_send_max_unconfirmed` of its sends ended without a recorded outcome (`recoveries`:
+  the worker died or lost its claim mid-send), or it has used all its attempts, the last one
+  such an uncertain one: it may have gone out already, so it is failed without sending
+  (`unconfirmed_after_recovery`).  With the default of 2, a message that may have been sent is
+  repeated at most once;
+- the member has unbound WeChat since it was planned: failed (`not_bound`), skipped.
+
+The send itself (`send`), after the attempt is counted (`deliveries.begin_attempt`):
 - 43101 (the member has not subscribed): recorded as `unsubscribed`, not retried;
 - transient failures (-1, 5xx, timeouts, 45011): retried with exponential backoff, up to
   `wechat_send_max_attempts` attempts; any other error fails the delivery.
@@ -42,21 +48,38 @@ def backoff(attempts: int, base_seconds: float) -> timedelta:
     return min(delay, MAX_BACKOFF)
 
 
-async def send(
-    client: WechatClient,
-    delivery: Claimed,
-    openid: str | None,
-    *,
-    max_attempts: int,
-    retry_base_seconds: float,
-) -> Result:
-    """Send `delivery` to `openid` (once, no retry inside the call) unless it must not go out;
-    the outcome to record."""
-    if delivery.recoveries > 1:
-        # Taken over twice: it may have gone out already; never risk a third copy.
+def settle_without_sending(
+    delivery: Claimed, openid: str | None, *, max_attempts: int, max_unconfirmed: int
+) -> Result | None:
+    """The outcome of a claimed delivery that must not be sent, or None to send it."""
+    # A claimed delivery that has used all its attempts lost the outcome of its last one.
+    if delivery.recoveries >= max_unconfirmed or delivery.attempts >= max_attempts:
+        # It may have gone out already: never risk one copy more than allowed.
+        logger.warning(
+            "subscribe message given up after unconfirmed sends",
+            extra={
+                "delivery_id": str(delivery.id),
+                "attempts": delivery.attempts,
+                "unconfirmed": delivery.recoveries,
+            },
+        )
         return Result(Outcome(FAILED, "unconfirmed_after_recovery"), "failed")
     if openid is None:
         return Result(Outcome(FAILED, "not_bound"), "skipped")
+    return None
+
+
+async def send(
+    client: WechatClient,
+    delivery: Claimed,
+    openid: str,
+    *,
+    attempt: int,
+    max_attempts: int,
+    retry_base_seconds: float,
+) -> Result:
+    """Send `delivery` to `openid` (once, no retry inside the call) as its attempt number
+    `attempt`; the outcome to record."""
     try:
         await client.send_subscribe_message(
             openid=openid,
@@ -69,8 +92,8 @@ async def send(
         return Result(Outcome(UNSUBSCRIBED, f"errcode {exc.errcode}"), "unsubscribed")
     except WechatError as exc:
         error = f"errcode {exc.errcode}" if exc.errcode is not None else exc.code
-        if exc.transient and delivery.attempts < max_attempts:
-            due = clock.now() + backoff(delivery.attempts, retry_base_seconds)
+        if exc.transient and attempt < max_attempts:
+            due = clock.now() + backoff(attempt, retry_base_seconds)
             return Result(Outcome(PENDING, error, next_attempt_at=due), "retried")
         logger.warning(
             "subscribe message failed",

@@ -6,13 +6,20 @@ own and never with a transaction open while WeChat is called:
 1. fan-out and 2. reminders plan delivery rows (`app.wechat.planning`), each message once
    per (reason, member, kind) thanks to a unique constraint, so that two workers planning
    the same message create it once;
-3. delivery: a batch of due deliveries is claimed (`app.wechat.deliveries`), each message is
-   sent (`app.wechat.sending`), then marked.
+3. delivery: a batch of due deliveries is claimed (`app.wechat.deliveries`); each one is
+   then marked `attempting` (its attempt counted, committed), sent (`app.wechat.sending`),
+   and marked with the outcome, one after the other.
 
-At-least-once: a worker that dies between sending and marking leaves its claim to expire;
-the next worker takes the delivery over and counts the take-over in `recoveries`.  A delivery
-taken over a second time is marked failed without sending, so an uncertain message goes out
-at most twice.
+At-least-once: a worker that dies leaves its claims to expire and the next worker takes the
+deliveries over.  Only the one it was sending (`attempting`) may have gone out: its take-over
+counts in `recoveries`; the others of the batch are claimed again as if new.  A delivery
+whose sends ended unconfirmed `wechat_send_max_unconfirmed` times (default 2) is failed
+without sending, so a message that may have gone out is repeated at most once, and a message
+is never given up because another delivery's send, or a batch, was interrupted.
+
+A worker asked to stop (SIGTERM) finishes the send in progress, marks it, hands the rest of
+its batch back (pending again, nothing counted) and returns: stopping takes at most one send
+(`wechat_timeout_seconds`) and a few short transactions.
 
 The worker runs as its own process (`quyu worker`, `app.wechat.runner`) or inside the API
 process (`start_in_background`).
@@ -56,6 +63,9 @@ class PassStats:
     retried: int = 0
     failed: int = 0
     skipped: int = 0
+    # Claims handed back unsent by a stopping worker, and claims another worker took over.
+    released: int = 0
+    lost: int = 0
 
     @property
     def busy(self) -> bool:
@@ -78,6 +88,8 @@ class NotificationWorker:
     retry_base_seconds: float = 15.0
     # Called after a message is sent and before it is marked: a seam for crash tests.
     after_send: Callable[[uuid.UUID], None] | None = None
+    # Set when the worker is asked to stop: the batch in hand is handed back.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def lease(self) -> timedelta:
@@ -94,6 +106,7 @@ class NotificationWorker:
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         logger.info("notifications worker started", extra={"worker": self.name})
+        self.stopping = stop
         last_purge = datetime.min.replace(tzinfo=clock.now().tzinfo)
         while not stop.is_set():
             busy = False
@@ -146,6 +159,16 @@ class NotificationWorker:
                 session, worker=self.name, lease=self.lease, batch=self.batch
             )
 
+    async def _begin_attempt(self, delivery_id: uuid.UUID) -> int | None:
+        """Mark the delivery `attempting` and count the attempt; None when the claim is lost."""
+        async with separate_transaction(
+            self.sessionmaker,
+            why="an attempt is recorded before WeChat is called, for a take-over to know",
+        ) as session:
+            return await deliveries.begin_attempt(
+                session, delivery_id, worker=self.name, lease=self.lease
+            )
+
     async def _mark(self, delivery_id: uuid.UUID, outcome: deliveries.Outcome) -> bool:
         """Record an outcome, provided the claim is still ours."""
         async with separate_transaction(
@@ -153,24 +176,63 @@ class NotificationWorker:
         ) as session:
             return await deliveries.mark(session, delivery_id, worker=self.name, outcome=outcome)
 
+    async def _release(self, delivery_ids: list[uuid.UUID]) -> int:
+        async with separate_transaction(
+            self.sessionmaker, why="a stopping worker hands its batch back at once"
+        ) as session:
+            return await deliveries.release(session, delivery_ids, worker=self.name)
+
     async def deliver(self, stats: PassStats) -> None:
+        if self.stopping.is_set():
+            return
         claimed = await self.claim()
         stats.claimed += len(claimed)
-        for delivery, openid in claimed:
+        for done, (delivery, openid) in enumerate(claimed):
+            if self.stopping.is_set():
+                rest = [d.id for d, _ in claimed[done:]]
+                stats.released += await self._release(rest)
+                logger.info(
+                    "notifications worker stopping: batch handed back",
+                    extra={"worker": self.name, "released": len(rest)},
+                )
+                return
             await self._deliver_one(delivery, openid, stats)
 
     async def _deliver_one(self, d: Claimed, openid: str | None, stats: PassStats) -> None:
+        settled = sending.settle_without_sending(
+            d,
+            openid,
+            max_attempts=self.settings.wechat_send_max_attempts,
+            max_unconfirmed=self.settings.wechat_send_max_unconfirmed,
+        )
+        if settled is not None:
+            if await self._mark(d.id, settled.outcome):
+                stats.count(settled.tally)
+            else:
+                stats.lost += 1
+            return
+        assert openid is not None  # settle_without_sending answers for a member without one
+        attempt = await self._begin_attempt(d.id)
+        if attempt is None:
+            # The claim expired and another worker has the delivery now: not ours to send.
+            stats.lost += 1
+            return
         result = await sending.send(
             self.client,
             d,
             openid,
+            attempt=attempt,
             max_attempts=self.settings.wechat_send_max_attempts,
             retry_base_seconds=self.retry_base_seconds,
         )
         if result.tally == "sent" and self.after_send is not None:
             self.after_send(d.id)
         stats.count(result.tally)
-        await self._mark(d.id, result.outcome)
+        if not await self._mark(d.id, result.outcome):
+            logger.warning(
+                "delivery outcome not recorded: the claim was taken over meanwhile",
+                extra={"worker": self.name, "delivery_id": str(d.id), "tally": result.tally},
+            )
 
 
 @dataclass

@@ -359,6 +359,29 @@ class TestCompose:
         mounts = [v.split(":")[1] for v in compose()["services"]["api"]["volumes"]]
         assert dockerfile_env()["QUYU_STORAGE_DIR"] in mounts
 
+    def test_services_are_given_the_time_they_take_to_stop(self) -> None:
+        """`docker compose stop` sends SIGTERM, then SIGKILL after `stop_grace_period` (10 s
+        unless said): the API needs its shutdown bound, the worker one send, and a margin."""
+        services = compose()["services"]
+        fields = Settings.model_fields
+        margin = 3
+        shutdown = fields["shutdown_timeout_seconds"].default
+        assert compose_seconds(services["api"]["stop_grace_period"]) >= shutdown + margin
+        # One message in flight: an access-token fetch with its retries, then the send.
+        timeout = fields["wechat_timeout_seconds"].default
+        token_fetch = (fields["wechat_retries"].default + 1) * timeout
+        worker = compose_seconds(services["worker"]["stop_grace_period"])
+        assert worker >= token_fetch + timeout + margin
+        assert "stop_grace_period" not in services["migrate"]  # it is not stopped, it ends
+
+
+def compose_seconds(duration: str) -> float:
+    """A compose duration (`35s`, `1m30s`, `1.5s`) in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
 
 # --- the image ------------------------------------------------------------------------------------
 

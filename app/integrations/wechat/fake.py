@@ -12,11 +12,14 @@ Codes for `wx.login` (`js_code`) and `getPhoneNumber` (`code`):
   been used), `busy-` -1 (system busy), `limit-` 45011 (frequency limit), `risky-` 40226
   (high-risk user), `down-` HTTP 502.
 
-`GET /__fake__/messages` lists the subscribe messages received.
+`GET /__fake__/messages` lists the subscribe messages received.  `--send-delay SECONDS` makes
+it answer each subscribe message that much later (received at once, answered after): a slow
+WeChat, to see what a worker stopped mid-send does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -83,6 +86,9 @@ class FakeWechatState:
     calls: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failures: dict[str, list[Failure]] = field(default_factory=lambda: defaultdict(list))
     unsubscribed: set[str] = field(default_factory=set)
+    # Seconds a subscribe message takes to be answered, after it is received: a slow WeChat,
+    # for tests that stop a worker while a send is in flight.
+    send_delay: float = 0.0
 
     def fail_next(
         self,
@@ -117,6 +123,7 @@ class FakeWechatState:
             self.calls.clear()
             self.failures.clear()
             self.unsubscribed.clear()
+            self.send_delay = 0.0
 
     def _scripted(self, path: str) -> Failure | None:
         queue = self.failures.get(path)
@@ -282,6 +289,9 @@ def create_fake_app(state: FakeWechatState) -> Starlette:
             if touser in state.unsubscribed:
                 return _error(43101)
             state.messages.append(body)
+            delay = state.send_delay
+        if delay > 0:
+            await asyncio.sleep(delay)
         return _ok(msgid=secrets.randbelow(10**12))
 
     async def messages(request: Request) -> Response:
