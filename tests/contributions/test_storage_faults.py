@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import io
 import logging
 import os
 import shutil
@@ -25,7 +26,9 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import Message, Scope
 
 from app.contributions.evidence import media
 from app.core.errors import StorageFull, StorageUnavailable, storage_failed
@@ -211,6 +214,39 @@ class TestFullDisk:
         (stored,) = stored_files(storage_dir)
         assert stored.read_bytes() == data
 
+    async def test_no_room_for_the_re_encoded_image_is_507(
+        self,
+        client: httpx.AsyncClient,
+        world: World,
+        disk_spool: Disk,
+        storage_dir: Path,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """The upload fits in the temporary directory; its re-encoded image (a JPEG sent at
+        quality 5 comes back at 90: twice the bytes) does not."""
+        disk = disk_spool
+        noise = Image.frombytes("RGB", (800, 800), os.urandom(800 * 800 * 3))
+        buffer = io.BytesIO()
+        noise.save(buffer, "JPEG", quality=5)
+        photo = buffer.getvalue()
+        assert 30_000 < len(photo) < 60_000
+        record = await create(client, world.alice, world.tree.r1)
+        disk.fill(leave=72 * 1024)
+        before = await written(sessionmaker)
+        with caplog.at_level(logging.INFO):
+            r = await upload(client, world.alice.headers, record["id"], photo, "a.jpg")
+        assert_problem(r, 507, "storage_full")
+        assert_one_operator_line(caplog, "storage full", "upload spool", "ENOSPC", disk)
+        assert disk.files() == [disk.path / "filler"]
+        assert stored_files(storage_dir) == []
+        assert await written(sessionmaker) == before
+        disk.free()
+        r = await upload(client, world.alice.headers, record["id"], photo, "a.jpg")
+        assert r.status_code == 201, r.text
+        assert r.json()["size"] > 80_000
+        assert disk.files() == []
+
     async def test_a_form_spooled_by_the_framework_to_a_full_directory_is_507(
         self,
         client: httpx.AsyncClient,
@@ -285,6 +321,65 @@ class TestReadOnlyDisk:
         r = await upload(client, world.alice.headers, record["id"], PDF, NAME, "application/pdf")
         assert r.status_code == 201, r.text
         assert disk_spool.files() == []
+
+
+async def raw_get(app: FastAPI, path: str, headers: dict[str, str]) -> list[Message]:
+    """The ASGI messages of a GET, whatever the app does after its answer started (httpx's
+    transport insists on a finished answer)."""
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test")]
+        + [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+    sent: list[Message] = []
+    requested = False
+
+    async def receive() -> Message:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client stays
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+class TestElsewhere:
+    async def test_a_disk_fault_no_code_expected_is_one_line_not_a_traceback(
+        self,
+        app: FastAPI,
+        world: World,
+        disk_spool: Disk,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A spreadsheet export builds its file in the temporary directory, after its answer
+        has started: a read-only directory cannot change the answer any more, but the
+        operator hears of it as a storage fault, in one line."""
+        disk_spool.read_only()
+        with caplog.at_level(logging.INFO):
+            sent = await raw_get(
+                app, f"/api/v1/orgs/{world.tree.r1.id}/exports/members", world.tree.h_r1
+            )
+        assert sent[0]["type"] == "http.response.start"
+        assert_one_operator_line(caplog, "storage unavailable", "request", "EROFS", disk_spool)
+        # The request is counted and logged as failed, whatever its first line said.
+        (access,) = [r for r in caplog.records if r.name == "quyu.access"]
+        assert access.__dict__["status"] == 503
 
 
 class TestCancelled:
