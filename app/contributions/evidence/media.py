@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import io
 import logging
@@ -25,8 +26,8 @@ import struct
 import tempfile
 import threading
 import unicodedata
-import warnings
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -282,9 +283,11 @@ async def _spool(write: Callable[..., object], *data: bytes) -> None:
 # image: a decompression bomb).  Decoding one of this size takes about 180 MB (RGB), its
 # upright copy as much again.
 MAX_PIXELS = 60_000_000
-# Images decoded at once, in the whole process: the memory above, times this.
+# Files checked and images decoded at once, in the whole process: the memory above, times
+# this.  They have threads of their own, so that a queue of photos never holds up the other
+# work sent to threads (password hashing, file writes).
 REENCODE_SLOTS = 2
-_reencoding = threading.BoundedSemaphore(REENCODE_SLOTS)
+_checking = ThreadPoolExecutor(max_workers=REENCODE_SLOTS, thread_name_prefix="quyu-evidence")
 
 _FORMATS = {JPEG: "JPEG", PNG: "PNG", WEBP: "WEBP"}
 # Modes each encoder takes as they are; anything else is converted to RGB(A) first.
@@ -301,6 +304,14 @@ class Checked:
     content_type: str
     size: int
     sha256: str
+
+
+async def check(upload: Upload, content_type: str) -> Checked:
+    """`check_and_clean` in one of the evidence threads (with the request's context, for
+    its log lines)."""
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_checking, context.run, check_and_clean, upload, content_type)
 
 
 def check_and_clean(upload: Upload, content_type: str) -> Checked:
@@ -335,37 +346,37 @@ def reencode(path: Path, content_type: str) -> bytes:
     422 `attachment_too_many_pixels` past `MAX_PIXELS`, checked from the header before
     decoding; 422 `attachment_corrupt` for a file that does not decode."""
     fmt = _FORMATS[content_type]
-    with _reencoding:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path, formats=[fmt]) as image:
-                    width, height = image.size
-                    if width * height > MAX_PIXELS:
-                        raise AppError("attachment_too_many_pixels")
-                    image.load()
-                    upright = ImageOps.exif_transpose(image)
-                    icc = image.info.get("icc_profile")
-                    transparency = image.info.get("transparency")
-            return _encode(_pixels(upright, fmt, icc, transparency), fmt)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise AppError("attachment_too_many_pixels") from exc
-        except OSError as exc:
-            if exc.errno is not None:
-                raise  # the disk's, not the image's
-            raise AppError("attachment_corrupt") from exc
-        except (
-            UnidentifiedImageError,
-            SyntaxError,
-            ValueError,
-            EOFError,
-            struct.error,
-            TypeError,
-            KeyError,
-            IndexError,
-        ) as exc:
-            # What Pillow raises for a file that does not decode, or bad metadata in one.
-            raise AppError("attachment_corrupt") from exc
+    try:
+        # Past twice its own limit (Image.MAX_IMAGE_PIXELS) Pillow refuses to open at all;
+        # between its limit and twice it warns (`warnings.catch_warnings` cannot turn that
+        # into an error here: it is not thread-safe); ours, lower, refuses right after.
+        with Image.open(path, formats=[fmt]) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise AppError("attachment_too_many_pixels")
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            icc = image.info.get("icc_profile")
+            transparency = image.info.get("transparency")
+        return _encode(_pixels(upright, fmt, icc, transparency), fmt)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise AppError("attachment_too_many_pixels") from exc
+    except OSError as exc:
+        if exc.errno is not None:
+            raise  # the disk's, not the image's
+        raise AppError("attachment_corrupt") from exc
+    except (
+        UnidentifiedImageError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        struct.error,
+        TypeError,
+        KeyError,
+        IndexError,
+    ) as exc:
+        # What Pillow raises for a file that does not decode, or bad metadata in one.
+        raise AppError("attachment_corrupt") from exc
 
 
 def _pixels(image: Image.Image, fmt: str, icc: object, transparency: object) -> Image.Image:

@@ -12,7 +12,6 @@ back.  A store that cannot take the file answers 507 `storage_full` or 503
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -93,7 +92,7 @@ async def add(
         content_type = media.sniff(upload.head)
         if content_type is None:
             raise AppError("attachment_type_unsupported")
-        checked = await asyncio.to_thread(media.check_and_clean, upload, content_type)
+        checked = await media.check(upload, content_type)
         return await _store(
             session,
             storage,
