@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import threading
 import uuid
 import zlib
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image, ImageCms
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.contributions.evidence import media
 from app.contributions.evidence.media import MAX_BYTES, sanitize_name
 from app.models.contribution import ContributionAttachment
 from tests.contributions.helpers import (
@@ -577,6 +579,25 @@ class TestMetadataFreeImages:
         image = Image.open(io.BytesIO(stored))
         image.load()
         assert image.size == (8, 8) and image.getexif() == {}
+
+    async def test_re_encoding_runs_off_the_event_loop(
+        self,
+        client: httpx.AsyncClient,
+        world: World,
+        storage_dir: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        threads: list[str] = []
+        reencode = media.reencode
+
+        def watched(path: Path, content_type: str) -> bytes:
+            threads.append(threading.current_thread().name)
+            return reencode(path, content_type)
+
+        monkeypatch.setattr(media, "reencode", watched)
+        await self.stored_after_upload(client, world, storage_dir, png_bytes())
+        (name,) = threads
+        assert name.startswith("quyu-evidence"), name
 
     async def test_too_many_pixels_is_422_before_decoding(
         self,
