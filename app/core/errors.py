@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -14,6 +15,7 @@ from app.core.i18n import current_lang, negotiate
 from app.db.faults import is_unavailable
 
 logger = logging.getLogger("quyu.errors")
+storage_log = logging.getLogger("quyu.storage")
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -68,6 +70,18 @@ CATALOG: dict[str, tuple[int, str, str]] = {
     "unsupported_media_type": (415, "不支持的内容类型", "Unsupported media type"),
     "payload_too_large": (413, "请求体过大", "Request body too large"),
     "service_unavailable": (503, "服务暂不可用", "Service unavailable"),
+    # The server's own disks (the evidence store, the temporary directory uploads go to):
+    # never the client's fault, answered as the server's and logged for the operator.
+    "storage_full": (
+        507,
+        "服务器存储空间不足，文件未保存，请稍后再试",
+        "The server's storage is full; the file was not saved, try again later",
+    ),
+    "storage_unavailable": (
+        503,
+        "文件存储暂不可用，文件未保存，请稍后再试",
+        "File storage is unavailable; the file was not saved, try again later",
+    ),
     "internal_error": (500, "服务器内部错误", "Internal server error"),
 }
 
@@ -138,6 +152,73 @@ class ValidationFailed(AppError):
 
     def __init__(self, field: str, message: str, code: str | None = None) -> None:
         super().__init__(code, errors=[{"field": field, "message": message}])
+
+
+# Seconds a client is asked to wait when the file store cannot be written.
+STORAGE_RETRY_AFTER_SECONDS = 30
+
+
+class StorageFull(AppError):
+    """507: a disk of the server has no room (or quota) left for the file."""
+
+    code = "storage_full"
+
+
+class StorageUnavailable(AppError):
+    """503 with Retry-After: a disk of the server cannot be written (read-only, I/O error,
+    permissions, an object store that does not answer)."""
+
+    code = "storage_unavailable"
+
+    def __init__(self, code: str | None = None, **kwargs: Any) -> None:
+        headers = kwargs.pop("headers", None) or {}
+        headers.setdefault("Retry-After", str(STORAGE_RETRY_AFTER_SECONDS))
+        super().__init__(code, headers=headers, **kwargs)
+
+
+# errno values that say "no room": the file system, a quota, the largest file it takes.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# errno values that only a disk gives, for telling a disk's error from any other OSError
+# where the code that failed is not known (a framework spooling a form to a temporary file).
+_DISK_ONLY = _DISK_FULL | {errno.EROFS, errno.EIO}
+
+
+def disk_fault(exc: BaseException) -> OSError | None:
+    """The OSError of a full, read-only or failing disk in `exc` or what caused it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_ONLY:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def storage_failed(
+    exc: BaseException,
+    where: str,
+    *,
+    full: bool | None = None,
+    reason: str | None = None,
+) -> AppError:
+    """The problem to answer for `exc`, met while writing a file at `where` ("upload spool",
+    "store", "s3", …), logged as one error line for the operator: the error's type, errno
+    and the system's text (or `reason`), no path, no traceback, no personal data.
+
+    A full disk or quota (`full`, by default read from an OSError's errno) is 507
+    `storage_full`; anything else (read-only, I/O error, permissions, a missing directory, a
+    store that does not answer) is 503 `storage_unavailable` with Retry-After."""
+    if full is None:
+        full = isinstance(exc, OSError) and exc.errno in _DISK_FULL
+    extra: dict[str, Any] = {"where": where, "error_type": type(exc).__name__}
+    if isinstance(exc, OSError) and exc.errno is not None:
+        extra["errno"] = errno.errorcode.get(exc.errno, str(exc.errno))
+        extra["reason"] = exc.strerror
+    if reason is not None:
+        extra["reason"] = reason
+    storage_log.error("storage full" if full else "storage unavailable", extra=extra)
+    return StorageFull() if full else StorageUnavailable()
 
 
 def title_for(code: str) -> str:
@@ -267,6 +348,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        fault = disk_fault(exc) if exc.status_code == 400 else None
+        if fault is not None:
+            # FastAPI answers 400 for any failure while parsing a form, a full temporary
+            # directory (where files of a multipart form are spooled) included: the server's.
+            error = storage_failed(fault, "form spool")
+            return problem_response(error.code, error.status, headers=error.headers)
         code = {
             400: "malformed_body",
             401: "unauthorized",
@@ -290,6 +377,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if is_unavailable(exc):
             status, body, headers = database_unavailable(exc)
             return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+        fault = disk_fault(exc)
+        if fault is not None:
+            error = storage_failed(fault, "request")
+            return problem_response(error.code, error.status, headers=error.headers)
         logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
         return problem_response("internal_error", 500)
 
@@ -301,10 +392,14 @@ __all__ = [
     "InvalidTransition",
     "NotFound",
     "ReviewOwnForbidden",
+    "StorageFull",
+    "StorageUnavailable",
     "Unauthorized",
     "ValidationFailed",
+    "disk_fault",
     "install_error_handlers",
     "negotiate",
     "problem_response",
     "register_codes",
+    "storage_failed",
 ]

@@ -19,7 +19,13 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core import clock
-from app.core.errors import PROBLEM_JSON, database_unavailable, problem_body
+from app.core.errors import (
+    PROBLEM_JSON,
+    database_unavailable,
+    disk_fault,
+    problem_body,
+    storage_failed,
+)
 from app.core.i18n import current_lang, negotiate
 from app.core.logging import request_id_var
 from app.core.metrics import LATENCY, REQUESTS
@@ -111,6 +117,22 @@ class RequestContextMiddleware:
                         [
                             (b"x-request-id", request_id.encode()),
                             *((k.lower().encode(), v.encode()) for k, v in extra_headers.items()),
+                        ],
+                    )
+                return
+            fault = disk_fault(exc)
+            if fault is not None:
+                # A disk of the server is full or read-only where no code expected it.
+                error = storage_failed(fault, "request")
+                status = error.status
+                if not response_started:
+                    await _send_json(
+                        send,
+                        status,
+                        problem_body(error.code, status),
+                        [
+                            (b"x-request-id", request_id.encode()),
+                            *((k.lower().encode(), v.encode()) for k, v in error.headers.items()),
                         ],
                     )
                 return

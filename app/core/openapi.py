@@ -38,17 +38,22 @@ _DESCRIPTIONS = {
     415: "Unsupported media type",
     422: "Invalid input; `errors` names the fields. Nothing was written",
     429: "Too many requests; see `Retry-After`",
-    503: "Temporarily unavailable",
+    503: "Temporarily unavailable; see `Retry-After`",
+    507: "The server's storage is full (`storage_full`); nothing was written, retry later",
     500: "Internal error (a bug: report it with the X-Request-ID)",
 }
 
 
-def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route: the error statuses it may answer with."""
+def problems(
+    *statuses: int, descriptions: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the error statuses it may answer with (`descriptions` says
+    what one means on this route, when the general text says too little)."""
+    said = descriptions or {}
     return {
         status: {
             "model": Problem,
-            "description": _DESCRIPTIONS.get(status, "Error"),
+            "description": said.get(status) or _DESCRIPTIONS.get(status, "Error"),
             "content": {PROBLEM_JSON: {}},
         }
         for status in statuses

@@ -6,14 +6,22 @@ default.  `S3Storage` keeps them in a bucket of an S3-compatible store (AWS S3, 
 OSS, …) with `QUYU_STORAGE_BACKEND=s3` and the `QUYU_S3_*` settings.  `storage_for(settings)`
 makes the one the settings choose; the application makes it once, at start-up, and hands it to
 the routes that need it (`app.deps.AppStorage`).
+
+A store that cannot take a file is the server's problem, never the client's: `put_file`
+raises 507 `storage_full` (a full disk or quota, an S3 store out of space) or 503
+`storage_unavailable` with Retry-After (read-only, I/O errors, permissions, an S3 store that
+does not answer or refuses our credentials), logged as one error line for the operator.  It
+leaves no partial file behind, whichever way it fails, cancellation included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
-import shutil
+import threading
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -21,14 +29,16 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from app.config import ConfigError, Settings
+from app.core.errors import AppError, storage_failed
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 CHUNK = 64 * 1024
+_COPY_CHUNK = 1024 * 1024
 _KEY = re.compile(r"^[a-z0-9]+(?:/[a-z0-9][a-z0-9._-]*)+$")
 # What S3-compatible stores answer for an absent object (HEAD has no body, hence "404").
 _MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -36,7 +46,9 @@ _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 class Storage(Protocol):
     async def put_file(self, key: str, source: Path) -> None:
-        """Store the file at `source` (a temporary file the caller owns) under `key`."""
+        """Store the file at `source` (a temporary file the caller owns) under `key`: all of
+        it or nothing.  507 `storage_full` / 503 `storage_unavailable` when the store cannot
+        take it."""
 
     def open(self, key: str) -> AsyncIterator[bytes]:
         """The stored bytes in chunks; FileNotFoundError when absent."""
@@ -54,6 +66,52 @@ def _checked(key: str) -> str:
     return key
 
 
+class _Abandoned(Exception):
+    """The request that wanted the copy is gone."""
+
+
+class _Copy:
+    """One file copied into a local store, in a thread, that its request may abandon."""
+
+    def __init__(self, target: Path, partial: Path) -> None:
+        self.target = target
+        self.partial = partial
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._done = False
+
+    def run(self, source: Path) -> None:
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            with source.open("rb") as reader, self.partial.open("xb") as writer:
+                while chunk := reader.read(_COPY_CHUNK):
+                    if self._abandoned:
+                        raise _Abandoned
+                    writer.write(chunk)
+                writer.flush()
+                os.fsync(writer.fileno())
+            with self._lock:
+                if self._abandoned:
+                    raise _Abandoned
+                os.replace(self.partial, self.target)
+                self._done = True
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.partial.unlink(missing_ok=True)
+            raise
+
+    def abandon(self) -> None:
+        """Called on the event loop when the request is cancelled: a copy still running stops
+        at its next chunk and removes its partial file; a finished one is taken back (one
+        unlink, on the loop: the thread may be gone already)."""
+        with self._lock:
+            self._abandoned = True
+            done = self._done
+        if done:
+            with contextlib.suppress(OSError):
+                self.target.unlink(missing_ok=True)
+
+
 class LocalStorage:
     """Files under one directory, key = relative path; blocking I/O runs in threads."""
 
@@ -64,15 +122,20 @@ class LocalStorage:
         return self.root / _checked(key)
 
     async def put_file(self, key: str, source: Path) -> None:
+        """Copy to a partial file next to the target, flush it to the disk, then rename it
+        into place: readers see the whole file or none.  Whatever fails (a full or read-only
+        disk, an I/O error, the request cancelled while the copy runs in its thread), the
+        partial file is removed, and so is a file that was put in place for a request that
+        was cancelled meanwhile."""
         target = self._path(key)
-
-        def _put() -> None:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".part")
-            shutil.copyfile(source, partial)
-            os.replace(partial, target)
-
-        await asyncio.to_thread(_put)
+        copy = _Copy(target, target.with_name(f"{target.name}.{uuid.uuid4().hex}.part"))
+        try:
+            await asyncio.to_thread(copy.run, source)
+        except OSError as exc:
+            raise storage_failed(exc, "store") from exc
+        except asyncio.CancelledError:
+            copy.abandon()
+            raise
 
     async def open(self, key: str) -> AsyncIterator[bytes]:
         path = self._path(key)
@@ -150,15 +213,24 @@ class S3Storage:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     async def put_file(self, key: str, source: Path) -> None:
+        """One PUT: the store keeps the whole object or none."""
         name = self._name(key)
-        client = await self._s3()
-        handle = await asyncio.to_thread(source.open, "rb")
         try:
-            # A file body is sent in chunks read off the event loop (aiohttp), not whole.
-            size = os.fstat(handle.fileno()).st_size
-            await client.put_object(Bucket=self.bucket, Key=name, Body=handle, ContentLength=size)
-        finally:
-            await asyncio.to_thread(handle.close)
+            client = await self._s3()
+            handle = await asyncio.to_thread(source.open, "rb")
+            try:
+                # A file body is sent in chunks read off the event loop (aiohttp), not whole.
+                size = os.fstat(handle.fileno()).st_size
+                await client.put_object(
+                    Bucket=self.bucket, Key=name, Body=handle, ContentLength=size
+                )
+            finally:
+                await asyncio.to_thread(handle.close)
+        except ClientError as exc:
+            raise _refused(exc) from exc
+        except (BotoCoreError, OSError) as exc:
+            # Not reachable, timed out, the connection dropped (aiohttp's errors are OSErrors).
+            raise storage_failed(exc, "s3", full=False) from exc
 
     async def open(self, key: str) -> AsyncIterator[bytes]:
         name = self._name(key)
@@ -182,6 +254,21 @@ class S3Storage:
         async with self._lock:
             self._client = None
             await self._exit.aclose()
+
+
+# What S3-compatible stores answer when they are out of space or over a quota.
+_S3_FULL = {"XMinioStorageFull", "InsufficientStorage", "QuotaExceeded", "StorageFull"}
+
+
+def _refused(exc: ClientError) -> AppError:
+    """An S3 store refused the PUT: its error code (never the message, which may quote the
+    key) goes to the log; a full store is 507, anything else 503 (throttled, down, or
+    refusing our credentials or bucket: an operator's matter either way)."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    full = code in _S3_FULL or status == 507
+    return storage_failed(exc, "s3", full=full, reason=f"{status} {code}".strip())
 
 
 def storage_for(settings: Settings) -> Storage:

@@ -1,11 +1,12 @@
-"""Evidence: types read from the content, the 10 MB limit enforced while streaming, location
-metadata removed, at most nine, and who may download."""
+"""Evidence: types read from the content, the 10 MB limit enforced while streaming, images
+stored re-encoded from their pixels with no metadata, at most nine, and who may download."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import struct
+import threading
 import uuid
 import zlib
 from collections.abc import AsyncIterator
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.contributions.evidence.media import MAX_BYTES, sanitize_name, strip_png, strip_webp
+from app.contributions.evidence import media
+from app.contributions.evidence.media import MAX_BYTES, sanitize_name
 from app.models.contribution import ContributionAttachment
 from tests.contributions.helpers import (
     World,
@@ -99,12 +101,12 @@ class TestContributionsAttachmentsCreate:
         assert data["sha256"] == hashlib.sha256(stored).hexdigest()
         assert data["size"] == len(stored)
         image = Image.open(io.BytesIO(stored))
-        exif = image.getexif()
-        assert exif.get_ifd(0x8825) == {}
-        assert 0x8825 not in exif
-        assert exif[0x0112] == 6 and exif[0x010F] == "HUAWEI"
+        # No EXIF at all: not the GPS, not the camera; the orientation (6: turn right) is
+        # applied to the pixels instead, so that the picture stands as it was shown.
+        assert image.getexif() == {}
+        assert b"HUAWEI" not in stored and b"Exif" not in stored
         image.load()
-        assert image.size == (32, 24)
+        assert image.size == (24, 32)
         # Downloaded as stored, by its owner.
         r = await client.get(
             f"/contributions/{record['id']}/attachments/{data['id']}", headers=world.alice.headers
@@ -342,25 +344,7 @@ class TestContributionsAttachmentsGet:
         assert_problem(await client.get(url, headers=world.tree.h_r2), 404, "not_found")
 
 
-class TestCleaning:
-    def test_png_exif_chunk_removed(self) -> None:
-        exif = Image.Exif()
-        exif[0x8825] = GPS
-        data = png_bytes(exif.tobytes())
-        assert b"eXIf" in data
-        cleaned = strip_png(data)
-        assert b"eXIf" not in cleaned
-        Image.open(io.BytesIO(cleaned)).load()
-
-    def test_webp_exif_removed(self) -> None:
-        data = webp_bytes()
-        assert b"EXIF" in data
-        cleaned = strip_webp(data)
-        assert b"EXIF" not in cleaned
-        image = Image.open(io.BytesIO(cleaned))
-        image.load()
-        assert image.getexif().get_ifd(0x8825) == {}
-
+class TestNames:
     @pytest.mark.parametrize(
         ("raw", "clean"),
         [
@@ -373,3 +357,268 @@ class TestCleaning:
     )
     def test_names_sanitized(self, raw: str, clean: str | None) -> None:
         assert sanitize_name(raw) == clean
+
+
+# --- metadata-free images: the attack files as cameras and editors write them ------------------
+
+# A place one would rather not give away, in the forms the attack files carry it.
+SECRET_GPS = {1: "N", 2: (29.0, 52.0, 7.5), 3: "E", 4: (121.0, 33.0, 1.0)}
+SECRET_XMP_LAT, SECRET_XMP_LNG = "29,52.125N", "121,33.0167E"
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_chunks(data: bytes) -> list[bytes]:
+    """The chunk types of a PNG, in order."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    kinds, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kinds.append(data[pos + 4 : pos + 8])
+        pos += 12 + length
+    return kinds
+
+
+def imagemagick_raw_profile(payload: bytes) -> bytes:
+    """A "Raw profile type exif" text as ImageMagick writes it: a name, the length in
+    decimal, then the bytes in hex, 72 digits a line."""
+    digits = payload.hex()
+    lines = "\n".join(digits[i : i + 72] for i in range(0, len(digits), 72))
+    return f"\nexif\n{len(payload):8d}\n{lines}\n".encode()
+
+
+def png_with_raw_exif_profile(compressed: bool) -> bytes:
+    """A PNG whose EXIF (GPS) sits in a zTXt (or tEXt) chunk "Raw profile type exif", beside
+    an iTXt XMP packet, a comment and an ICC profile."""
+    exif = Image.Exif()
+    exif[0x8825] = SECRET_GPS
+    exif[0x010F] = "HUAWEI"
+    text = imagemagick_raw_profile(exif.tobytes())
+    keyword = b"Raw profile type exif\x00"
+    profile = (
+        png_chunk(b"zTXt", keyword + b"\x00" + zlib.compress(text))
+        if compressed
+        else png_chunk(b"tEXt", keyword + text)
+    )
+    xmp = png_chunk(
+        b"iTXt",
+        b"XML:com.adobe.xmp\x00\x00\x00\x00\x00"
+        + f'<x:xmpmeta exif:GPSLatitude="{SECRET_XMP_LAT}"/>'.encode(),
+    )
+    comment = png_chunk(b"tEXt", b"Comment\x00taken at home")
+    buffer = io.BytesIO()
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.new("RGB", (16, 12), (0, 0, 200)).save(buffer, "PNG", icc_profile=icc)
+    data = buffer.getvalue()
+    return data[:33] + profile + xmp + comment + data[33:]  # after IHDR
+
+
+def jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def jpeg_markers(data: bytes) -> list[int]:
+    """The markers of a JPEG up to its image data (start of scan)."""
+    assert data[:2] == b"\xff\xd8"
+    markers, pos = [], 2
+    while pos < len(data):
+        assert data[pos] == 0xFF
+        marker = data[pos + 1]
+        markers.append(marker)
+        if marker == 0xDA:
+            return markers
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        pos += 2 + length
+    return markers
+
+
+def jpeg_with_extended_xmp() -> bytes:
+    """A JPEG turned (EXIF orientation 6) whose location is in an extended XMP packet: the
+    standard packet names it by GUID (`xmpNote:HasExtendedXMP`), and two APP1 segments
+    "http://ns.adobe.com/xmp/extension/" carry it (GUID, full length, offset, part), as
+    Photoshop and Lightroom write a packet too long for one segment.  Its left half is red,
+    its right half blue."""
+    extended = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+        'xmlns:exif="http://ns.adobe.com/exif/1.0/" '
+        f'exif:GPSLatitude="{SECRET_XMP_LAT}" exif:GPSLongitude="{SECRET_XMP_LNG}" '
+        'exif:GPSVersionID="2.2.0.0"/></rdf:RDF></x:xmpmeta>'
+    ).encode()
+    guid = hashlib.md5(extended).hexdigest().upper().encode()  # noqa: S324 - as the format says
+    standard = (
+        b"http://ns.adobe.com/xap/1.0/\x00"
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+        b'xmlns:xmpNote="http://ns.adobe.com/xmp/note/" xmpNote:HasExtendedXMP="'
+        + guid
+        + b'"/></rdf:RDF></x:xmpmeta>'
+    )
+    half = len(extended) // 2
+    parts = [
+        b"http://ns.adobe.com/xmp/extension/\x00"
+        + guid
+        + struct.pack(">II", len(extended), offset)
+        + extended[offset:end]
+        for offset, end in ((0, half), (half, len(extended)))
+    ]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x8825] = SECRET_GPS
+    image = Image.new("RGB", (64, 32), (255, 0, 0))
+    image.paste((0, 0, 255), (32, 0, 64, 32))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=95, exif=exif, comment=b"home")
+    data = buffer.getvalue()
+    segments = jpeg_segment(0xE1, standard) + b"".join(jpeg_segment(0xE1, p) for p in parts)
+    return data[:2] + segments + data[2:]
+
+
+def assert_no_gps_trace(stored: bytes) -> None:
+    rationals = b"".join(struct.pack(">II", int(v * 10), 10) for v in (29.0, 52.0, 7.5))
+    for trace in (
+        SECRET_XMP_LAT.encode(),
+        SECRET_XMP_LNG.encode(),
+        b"GPS",
+        b"xmp",
+        b"XMP",
+        b"ns.adobe.com",
+        b"Exif",
+        b"exif",
+        b"HUAWEI",
+        b"Raw profile",
+        b"home",
+        rationals,
+        rationals.hex().encode(),
+        struct.pack(">II", 29, 1),
+        struct.pack(">II", 29, 1).hex().encode(),
+    ):
+        assert trace not in stored, trace
+
+
+class TestMetadataFreeImages:
+    """Every image is stored re-encoded from its pixels: metadata in containers nobody
+    thought of is gone as surely as EXIF."""
+
+    async def stored_after_upload(
+        self, client: httpx.AsyncClient, world: World, storage_dir: Path, data: bytes
+    ) -> tuple[dict[str, object], bytes]:
+        record = await create(client, world.alice, world.tree.r1)
+        r = await upload(client, world.alice.headers, record["id"], data, "x", "image/x")
+        assert r.status_code == 201, r.text
+        (path,) = stored_files(storage_dir)
+        stored = path.read_bytes()
+        body = r.json()
+        assert body["sha256"] == hashlib.sha256(stored).hexdigest()
+        assert body["size"] == len(stored)
+        return body, stored
+
+    @pytest.mark.parametrize("compressed", [True, False], ids=["zTXt", "tEXt"])
+    async def test_png_with_exif_in_a_raw_profile_text_chunk(
+        self, client: httpx.AsyncClient, world: World, storage_dir: Path, compressed: bool
+    ) -> None:
+        attack = png_with_raw_exif_profile(compressed)
+        # The attack is real: readers find the location in it.
+        original = Image.open(io.BytesIO(attack))
+        assert original.getexif().get_ifd(0x8825)[2] == (29.0, 52.0, 7.5)
+        assert {b"zTXt" if compressed else b"tEXt", b"iTXt", b"iCCP"} <= set(png_chunks(attack))
+        body, stored = await self.stored_after_upload(client, world, storage_dir, attack)
+        assert body["content_type"] == "image/png"
+        # Pixels only: no text, EXIF, ICC, time or physical-size chunk of any kind.
+        assert set(png_chunks(stored)) <= {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"}
+        assert_no_gps_trace(stored)
+        image = Image.open(io.BytesIO(stored))
+        assert image.getexif() == {}
+        assert not {"exif", "xmp", "icc_profile", "Raw profile type exif", "Comment"} & set(
+            image.info
+        )
+        assert image.size == (16, 12)
+        assert image.convert("RGB").getpixel((8, 6)) == (0, 0, 200)
+
+    async def test_jpeg_with_gps_in_extended_xmp(
+        self, client: httpx.AsyncClient, world: World, storage_dir: Path
+    ) -> None:
+        attack = jpeg_with_extended_xmp()
+        assert b"http://ns.adobe.com/xmp/extension/\x00" in attack
+        assert SECRET_XMP_LAT.encode() in attack
+        assert Image.open(io.BytesIO(attack)).getexif().get_ifd(0x8825)
+        body, stored = await self.stored_after_upload(client, world, storage_dir, attack)
+        assert body["content_type"] == "image/jpeg"
+        # Only what the picture needs: JFIF header, tables, frame, scan; no APPn but APP0,
+        # no comment.
+        assert set(jpeg_markers(stored)) <= {0xE0, 0xDB, 0xC0, 0xC2, 0xC4, 0xDD, 0xDA}
+        assert_no_gps_trace(stored)
+        image = Image.open(io.BytesIO(stored))
+        assert image.getexif() == {}
+        assert not {"exif", "xmp", "icc_profile", "comment"} & set(image.info)
+        # Orientation 6 applied to the pixels: 64x32 stands as 32x64, the left (red) half on
+        # top, the right (blue) half below.
+        assert image.size == (32, 64)
+        red, blue = image.getpixel((16, 8)), image.getpixel((16, 56))
+        assert isinstance(red, tuple) and isinstance(blue, tuple)
+        assert red[0] > 200 and red[2] < 60, red
+        assert blue[2] > 200 and blue[0] < 60, blue
+
+    async def test_webp_keeps_no_exif_or_xmp_chunk(
+        self, client: httpx.AsyncClient, world: World, storage_dir: Path
+    ) -> None:
+        exif = Image.Exif()
+        exif[0x8825] = SECRET_GPS
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), "green").save(
+            buffer, "WEBP", exif=exif, xmp=f'<x exif:GPSLatitude="{SECRET_XMP_LAT}"/>'.encode()
+        )
+        attack = buffer.getvalue()
+        assert b"EXIF" in attack and b"XMP " in attack
+        body, stored = await self.stored_after_upload(client, world, storage_dir, attack)
+        assert body["content_type"] == "image/webp"
+        assert b"EXIF" not in stored and b"XMP " not in stored and b"ICCP" not in stored
+        assert_no_gps_trace(stored)
+        image = Image.open(io.BytesIO(stored))
+        image.load()
+        assert image.size == (8, 8) and image.getexif() == {}
+
+    async def test_re_encoding_runs_off_the_event_loop(
+        self,
+        client: httpx.AsyncClient,
+        world: World,
+        storage_dir: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        threads: list[str] = []
+        reencode = media.reencode
+
+        def watched(path: Path, content_type: str) -> bytes:
+            threads.append(threading.current_thread().name)
+            return reencode(path, content_type)
+
+        monkeypatch.setattr(media, "reencode", watched)
+        await self.stored_after_upload(client, world, storage_dir, png_bytes())
+        (name,) = threads
+        assert name.startswith("quyu-evidence"), name
+
+    async def test_too_many_pixels_is_422_before_decoding(
+        self,
+        client: httpx.AsyncClient,
+        world: World,
+        storage_dir: Path,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        record = await create(client, world.alice, world.tree.r1)
+        before = await written(sessionmaker)
+        # 8000 x 8000 one-bit pixels: a file of a few kilobytes, 64 megapixels decoded.
+        buffer = io.BytesIO()
+        Image.new("1", (8000, 8000)).save(buffer, "PNG")
+        bomb = buffer.getvalue()
+        assert len(bomb) < 100_000
+        # A header announcing 100000 x 100000 pixels (Pillow's own bomb limit).
+        header = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+        announced = b"\x89PNG\r\n\x1a\n" + header + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        announced += png_chunk(b"IEND", b"")
+        for data in (bomb, announced):
+            r = await upload(client, world.alice.headers, record["id"], data, "a.png")
+            assert_problem(r, 422, "attachment_too_many_pixels")
+        assert await written(sessionmaker) == before
+        assert stored_files(storage_dir) == []

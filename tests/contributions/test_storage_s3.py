@@ -1,11 +1,15 @@
 """Evidence in an S3-compatible store: `S3Storage` against moto's S3 server on a free local
-port, the API storing and serving through it when the settings choose it, and production
-refusing the S3 backend without a bucket."""
+port, the API storing and serving through it when the settings choose it, a store that is
+full, refuses or does not answer, and production refusing the S3 backend without a
+bucket."""
 
 from __future__ import annotations
 
 import base64
+import http.server
+import logging
 import secrets
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,12 +21,15 @@ from aiobotocore.session import get_session
 from fastapi import FastAPI
 from moto.server import ThreadedMotoServer
 from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import ConfigError, Settings, get_settings
 from app.deps import get_storage
 from app.integrations.storage import CHUNK, S3Storage, storage_for
-from tests.contributions.helpers import World, create
-from tests.contributions.test_attachments import upload
+from tests.contributions.helpers import World, create, written
+from tests.contributions.test_attachments import PDF, upload
+from tests.fixtures.problems import assert_problem
+from tests.fixtures.processes import free_port
 
 # Under pytest-xdist (--dist loadgroup) on one worker, so that the S3 stand-in starts once.
 pytestmark = pytest.mark.xdist_group("s3")
@@ -228,3 +235,108 @@ def production_s3(**overrides: Any) -> Settings:
         storage_backend="s3",
         **overrides,
     )
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint that refuses every request with the status and code its server
+    carries (`status`, `code`), as MinIO answers when its drives are full."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        status, code = self.server.refusal  # type: ignore[attr-defined]
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            f"<Error><Code>{code}</Code><Message>refused by the test</Message>"
+            "<Resource>/quyu-evidence/x</Resource><RequestId>1</RequestId></Error>"
+        ).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def refusing_s3() -> Iterator[http.server.ThreadingHTTPServer]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+class TestS3Faults:
+    """A store that is out of space or out of reach is the server's problem: 507 or 503 with
+    a code and one error line, nothing written."""
+
+    async def _upload_through(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        world: World,
+        store: S3Storage,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        caplog: pytest.LogCaptureFixture,
+    ) -> httpx.Response:
+        app.dependency_overrides[get_storage] = lambda: store
+        record = await create(client, world.alice, world.tree.r1)
+        before = await written(sessionmaker)
+        try:
+            with caplog.at_level(logging.INFO):
+                r = await upload(
+                    client, world.alice.headers, record["id"], PDF, "证明.pdf", "application/pdf"
+                )
+        finally:
+            await store.aclose()
+        assert await written(sessionmaker) == before
+        (line,) = [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+        assert line.name == "quyu.storage" and line.levelno == logging.ERROR
+        assert line.exc_info is None and line.__dict__["where"] == "s3"
+        return r
+
+    async def test_a_store_that_does_not_answer_is_503(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        world: World,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        store = make_store(f"http://127.0.0.1:{free_port()}", BUCKET)
+        r = await self._upload_through(app, client, world, store, sessionmaker, caplog)
+        assert_problem(r, 503, "storage_unavailable")
+        assert "retry-after" in r.headers
+
+    @pytest.mark.parametrize(
+        ("status", "code", "answer"),
+        [
+            (507, "XMinioStorageFull", (507, "storage_full")),
+            (403, "AccessDenied", (503, "storage_unavailable")),
+            (404, "NoSuchBucket", (503, "storage_unavailable")),
+        ],
+    )
+    async def test_a_refusing_store(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        world: World,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        caplog: pytest.LogCaptureFixture,
+        refusing_s3: http.server.ThreadingHTTPServer,
+        status: int,
+        code: str,
+        answer: tuple[int, str],
+    ) -> None:
+        refusing_s3.refusal = (status, code)  # type: ignore[attr-defined]
+        host, port = refusing_s3.server_address[:2]
+        store = make_store(f"http://{host!s}:{port}", BUCKET)
+        r = await self._upload_through(app, client, world, store, sessionmaker, caplog)
+        assert_problem(r, *answer)
+        (line,) = [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+        assert line.__dict__["reason"] == f"{status} {code}"

@@ -1,29 +1,41 @@
 """Evidence uploads: the multipart body streamed to a temporary file under a byte limit, the
-type read from the content (magic bytes), images checked and location metadata removed.
+type read from the content (magic bytes), and images stored re-encoded from their pixels.
 
 Nothing here holds a whole upload in memory: the body is parsed as it arrives
 (python-multipart's push parser), the file part is written to disk chunk by chunk, and the
 upload stops with 413 as soon as the part passes the limit.  Blocking work (disk writes, image
-decoding, rewriting metadata) runs in threads.
+decoding and encoding) runs in threads.
+
+The temporary file goes wherever it fails: a refused, broken or cancelled upload leaves
+nothing behind.  A disk of the server that cannot take the file (the temporary directory full
+or read-only) is the server's problem, not the client's: 507 `storage_full` or 503
+`storage_unavailable`, logged for the operator (`app.core.errors.storage_failed`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import hashlib
+import io
+import logging
 import os
 import re
 import struct
 import tempfile
+import threading
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.core.errors import AppError, register_codes
+from app.core.errors import AppError, register_codes, storage_failed
 
 register_codes(
     {
@@ -43,8 +55,15 @@ register_codes(
             "请在 multipart 表单字段 file 中上传一个文件",
             "Send one file in the multipart form field `file`",
         ),
+        "attachment_too_many_pixels": (
+            422,
+            "图片像素过多，最多 6000 万像素",
+            "The image has too many pixels (at most 60 megapixels)",
+        ),
     }
 )
+
+logger = logging.getLogger("quyu.evidence")
 
 MAX_BYTES = 10 * 1024 * 1024
 # Room for the multipart envelope around the file (boundaries, part headers).
@@ -81,19 +100,57 @@ def sanitize_name(name: str | None) -> str | None:
 
 @dataclass
 class Upload:
-    """The file part of a multipart body, on disk."""
+    """The file part of a multipart body, on disk.
+
+    Its methods block (call them in threads) and take turns under one lock, so that a
+    discard requested while a write, or the re-encoding, still runs in its thread (the request
+    was cancelled meanwhile) waits for it and then removes the file: nothing is written after
+    the file was discarded, and the discard always comes last."""
 
     path: Path
     size: int = 0
     filename: str | None = None
     head: bytes = b""
     _handle: IO[bytes] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _discarded: bool = field(default=False, repr=False)
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self._handle is not None:
+                self._handle.write(data)
+
+    def finish(self) -> None:
+        """Close the file after the last write (OSError when the last bytes do not fit)."""
+        with self._lock:
+            handle, self._handle = self._handle, None
+            if handle is not None:
+                handle.close()
 
     def discard(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        self.path.unlink(missing_ok=True)
+        """Close and remove the temporary file, whatever state it is in."""
+        with self._lock:
+            self._discarded = True
+            handle, self._handle = self._handle, None
+            if handle is not None:
+                # Closing flushes what is buffered, which fails again on a full disk; the
+                # file descriptor is closed all the same.
+                with contextlib.suppress(OSError):
+                    handle.close()
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as exc:
+                # Never in place of the error being answered; the operator hears of it.
+                logger.error(
+                    "temporary upload file left behind",
+                    extra={"error_type": type(exc).__name__, "reason": exc.strerror},
+                )
+
+
+async def discard(upload: Upload) -> None:
+    """`upload.discard()` in a thread that runs to its end even when the request is cancelled
+    while it waits (a cancelled `to_thread` that has not started would never run)."""
+    await asyncio.shield(asyncio.to_thread(upload.discard))
 
 
 class _FilePart:
@@ -168,7 +225,10 @@ async def receive_upload(
         if declared > MAX_BYTES + ENVELOPE_SLACK:
             raise AppError("attachment_too_large")
     boundary = _boundary(content_type)
-    fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="quyu-upload-")
+    try:
+        fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="quyu-upload-")
+    except OSError as exc:
+        raise storage_failed(exc, "upload spool") from exc
     upload = Upload(path=Path(name))
     upload._handle = os.fdopen(fd, "wb")
     part = _FilePart(upload)
@@ -189,23 +249,54 @@ async def receive_upload(
             parser.write(chunk)
             if part.pending:
                 data, part.pending = b"".join(part.pending), []
-                await asyncio.to_thread(upload._handle.write, data)
+                await _spool(upload.write, data)
         parser.finalize()
-        await asyncio.to_thread(upload._handle.close)
-        upload._handle = None
+        await _spool(upload.finish)
     except AppError:
-        await asyncio.to_thread(upload.discard)
+        await discard(upload)
         raise
     except Exception as exc:
-        await asyncio.to_thread(upload.discard)
+        # A broken multipart stream or a client that went away.
+        await discard(upload)
         raise AppError("attachment_missing") from exc
+    except BaseException:
+        # Cancelled (the server shutting down): no temporary file stays behind either.
+        await discard(upload)
+        raise
     if not part.seen_file or upload.size == 0:
-        await asyncio.to_thread(upload.discard)
+        await discard(upload)
         raise AppError("attachment_missing")
     return upload
 
 
-# --- checking and cleaning, in a thread --------------------------------------------------------
+async def _spool(write: Callable[..., object], *data: bytes) -> None:
+    """A write to the temporary file, in a thread; a disk error is the server's problem."""
+    try:
+        await asyncio.to_thread(write, *data)
+    except OSError as exc:
+        raise storage_failed(exc, "upload spool") from exc
+
+
+# --- checking and re-encoding, in a thread -----------------------------------------------------
+
+# An image of more pixels is refused before it is decoded (a small file may announce a huge
+# image: a decompression bomb).  Decoding one of this size takes about 180 MB (RGB), its
+# upright copy as much again.
+MAX_PIXELS = 60_000_000
+# Files checked and images decoded at once, in the whole process: the memory above, times
+# this.  They have threads of their own, so that a queue of photos never holds up the other
+# work sent to threads (password hashing, file writes).
+REENCODE_SLOTS = 2
+_checking = ThreadPoolExecutor(max_workers=REENCODE_SLOTS, thread_name_prefix="quyu-evidence")
+
+_FORMATS = {JPEG: "JPEG", PNG: "PNG", WEBP: "WEBP"}
+# Modes each encoder takes as they are; anything else is converted to RGB(A) first.
+_MODES = {
+    "JPEG": {"L", "RGB"},
+    "PNG": {"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"},
+    "WEBP": {"RGB", "RGBA"},
+}
+_SRGB = ImageCms.createProfile("sRGB")
 
 
 @dataclass(frozen=True)
@@ -215,170 +306,107 @@ class Checked:
     sha256: str
 
 
-def check_and_clean(path: Path, content_type: str) -> Checked:
-    """Decode images to prove they are what they claim (PIL), remove location metadata in
-    place (losslessly: no re-encoding), and hash the final bytes.  Blocking: call in a thread."""
-    data = path.read_bytes()
-    if content_type == PDF:
-        if b"%%EOF" not in data[-2048:]:
-            raise AppError("attachment_corrupt")
-    else:
-        _verify_image(path, content_type)
-        cleaned = {JPEG: strip_jpeg, PNG: strip_png, WEBP: strip_webp}[content_type](data)
-        if cleaned != data:
-            data = cleaned
-            path.write_bytes(data)
+async def check(upload: Upload, content_type: str) -> Checked:
+    """`check_and_clean` in one of the evidence threads (with the request's context, for
+    its log lines)."""
+    context = contextvars.copy_context()
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_checking, context.run, check_and_clean, upload, content_type)
+
+
+def check_and_clean(upload: Upload, content_type: str) -> Checked:
+    """Prove the file is what it claims and hash what will be stored.  A PDF must end like
+    one; an image is decoded and replaced, in the temporary file, by a new file of the same
+    format encoded from its pixels alone (`reencode`).  Blocking: call in a thread."""
+    with upload._lock:
+        if upload._discarded:
+            raise AppError("attachment_missing")  # the request was cancelled meanwhile
+        try:
+            if content_type == PDF:
+                data = upload.path.read_bytes()
+                if b"%%EOF" not in data[-2048:]:
+                    raise AppError("attachment_corrupt")
+            else:
+                data = reencode(upload.path, content_type)
+                upload.path.write_bytes(data)
+        except OSError as exc:
+            raise storage_failed(exc, "upload spool") from exc
     return Checked(content_type, len(data), hashlib.sha256(data).hexdigest())
 
 
-def _verify_image(path: Path, content_type: str) -> None:
-    import warnings
+def reencode(path: Path, content_type: str) -> bytes:
+    """The image at `path` encoded anew, in its own format, from its pixels only.
 
-    from PIL import Image, UnidentifiedImageError
+    The EXIF orientation is applied to the pixels first, so that the picture stands as it was
+    shown; colours tagged with an ICC profile are converted to sRGB.  Nothing else of the
+    original file is carried over: no EXIF, XMP (extended XMP included), IPTC, ICC profile,
+    comment or PNG text chunk, wherever the camera or an editor put them.  Metadata is not
+    removed container by container, which always misses one; it is never copied.
 
-    formats = {JPEG: "JPEG", PNG: "PNG", WEBP: "WEBP"}
+    422 `attachment_too_many_pixels` past `MAX_PIXELS`, checked from the header before
+    decoding; 422 `attachment_corrupt` for a file that does not decode."""
+    fmt = _FORMATS[content_type]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=[formats[content_type]]) as image:
-                image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise AppError("attachment_corrupt") from exc
+        # Past twice its own limit (Image.MAX_IMAGE_PIXELS) Pillow refuses to open at all;
+        # between its limit and twice it warns (`warnings.catch_warnings` cannot turn that
+        # into an error here: it is not thread-safe); ours, lower, refuses right after.
+        with Image.open(path, formats=[fmt]) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise AppError("attachment_too_many_pixels")
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            icc = image.info.get("icc_profile")
+            transparency = image.info.get("transparency")
+        return _encode(_pixels(upright, fmt, icc, transparency), fmt)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise AppError("attachment_too_many_pixels") from exc
+    except OSError as exc:
+        if exc.errno is not None:
+            raise  # the disk's, not the image's
+        raise AppError("attachment_corrupt") from exc
+    except (
+        UnidentifiedImageError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        struct.error,
+        TypeError,
+        KeyError,
+        IndexError,
+    ) as exc:
+        # What Pillow raises for a file that does not decode, or bad metadata in one.
         raise AppError("attachment_corrupt") from exc
 
 
-# JPEG: APP1 "Exif" keeps everything but its GPS directory, which is blanked in place (the
-# orientation and the rest stay valid); APP1 XMP packets, which may repeat the location, go.
-
-_EXIF = b"Exif\x00\x00"
-_XMP = b"http://ns.adobe.com/xap/1.0/\x00"
-_GPS_IFD_TAG = 0x8825
-_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
-
-
-def strip_jpeg(data: bytes) -> bytes:
-    out = bytearray(data[:2])
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            raise AppError("attachment_corrupt")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xDA or 0xD0 <= marker <= 0xD9:  # start of scan: the rest is image data
-            out += data[pos:]
-            return bytes(out)
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        end = pos + 2 + length
-        if length < 2 or end > len(data):
-            raise AppError("attachment_corrupt")
-        payload = data[pos + 4 : end]
-        if marker == 0xE1 and payload.startswith(_XMP):
-            pos = end
-            continue
-        if marker == 0xE1 and payload.startswith(_EXIF):
-            tiff = bytearray(payload[len(_EXIF) :])
-            _blank_gps(tiff)
-            payload = _EXIF + bytes(tiff)
-        out += data[pos : pos + 4] + payload
-        pos = end
-    out += data[pos:]
-    return bytes(out)
+def _pixels(image: Image.Image, fmt: str, icc: object, transparency: object) -> Image.Image:
+    """`image` (a new object, ours to change) holding pixels and nothing more."""
+    if isinstance(icc, bytes) and icc and image.mode in ("RGB", "RGBA"):
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            converted = ImageCms.profileToProfile(image, source, _SRGB, outputMode=image.mode)
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            converted = None  # a broken profile: the pixels as they are
+        if converted is not None:
+            image = converted
+    # Everything Pillow read besides the pixels (exif, xmp, icc_profile, text chunks, dpi,
+    # comments) lives in `info`; only a PNG's transparent colour is part of the picture.
+    image.info = {}
+    if fmt == "PNG" and transparency is not None and image.mode in ("1", "L", "P", "RGB"):
+        image.info["transparency"] = transparency
+    if image.mode not in _MODES[fmt]:
+        alpha = "A" in image.getbands() or "transparency" in image.info
+        image = image.convert("RGBA" if alpha and fmt != "JPEG" else "RGB")
+        image.info = {}
+    return image
 
 
-def _blank_gps(tiff: bytearray) -> None:
-    """Zero the GPS IFD of a TIFF structure (its entries and the values they point to), and
-    drop the pointer to it from IFD0.  Offsets elsewhere do not move."""
-    if len(tiff) < 8 or bytes(tiff[:2]) not in (b"II", b"MM"):
-        return
-    e = "<" if tiff[:2] == b"II" else ">"
-
-    def u16(at: int) -> int:
-        return int(struct.unpack_from(e + "H", tiff, at)[0])
-
-    def u32(at: int) -> int:
-        return int(struct.unpack_from(e + "I", tiff, at)[0])
-
-    try:
-        ifd0 = u32(4)
-        count = u16(ifd0)
-        gps_offset = None
-        for i in range(count):
-            entry = ifd0 + 2 + 12 * i
-            if u16(entry) == _GPS_IFD_TAG:
-                gps_offset = u32(entry + 8)
-                # Remove the entry: shift the later entries up, keep the next-IFD pointer.
-                tail = ifd0 + 2 + 12 * count
-                tiff[entry : tail - 12] = tiff[entry + 12 : tail]
-                tiff[tail - 12 : tail] = b"\x00" * 12
-                struct.pack_into(e + "H", tiff, ifd0, count - 1)
-                # The next-IFD pointer sat at `tail`; move it up with the entries.
-                tiff[tail - 12 : tail - 8] = tiff[tail : tail + 4]
-                tiff[tail - 8 : tail + 4] = b"\x00" * 12
-                break
-        if gps_offset is None or gps_offset + 2 > len(tiff):
-            return
-        n = u16(gps_offset)
-        for i in range(n):
-            entry = gps_offset + 2 + 12 * i
-            kind, items = u16(entry + 2), u32(entry + 4)
-            size = _TYPE_SIZES.get(kind, 1) * items
-            if size > 4:
-                at = u32(entry + 8)
-                if at + size <= len(tiff):
-                    tiff[at : at + size] = b"\x00" * size
-        end = min(len(tiff), gps_offset + 2 + 12 * n + 4)
-        tiff[gps_offset:end] = b"\x00" * (end - gps_offset)
-    except struct.error as exc:
-        raise AppError("attachment_corrupt") from exc
-
-
-# PNG: the eXIf chunk and XMP text chunks go (PNG keeps no orientation that matters there).
-
-_PNG_DROP = {b"eXIf"}
-
-
-def strip_png(data: bytes) -> bytes:
-    out = bytearray(data[:8])
-    pos = 8
-    while pos + 12 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind = data[pos + 4 : pos + 8]
-        end = pos + 12 + length
-        if end > len(data):
-            raise AppError("attachment_corrupt")
-        body = data[pos + 8 : pos + 8 + length]
-        xmp = kind in (b"iTXt", b"tEXt", b"zTXt") and body.startswith(b"XML:com.adobe.xmp\x00")
-        if kind not in _PNG_DROP and not xmp:
-            out += data[pos:end]
-        pos = end
-        if kind == b"IEND":
-            break
-    return bytes(out)
-
-
-# WebP: the EXIF and XMP chunks go, and the extended header stops announcing them.
-
-
-def strip_webp(data: bytes) -> bytes:
-    chunks = bytearray()
-    pos = 12
-    dropped = False
-    while pos + 8 <= len(data):
-        kind = data[pos : pos + 4]
-        (length,) = struct.unpack("<I", data[pos + 4 : pos + 8])
-        end = pos + 8 + length + (length & 1)
-        if end > len(data) + 1:
-            raise AppError("attachment_corrupt")
-        if kind in (b"EXIF", b"XMP "):
-            dropped = True
-        else:
-            chunks += data[pos:end]
-        pos = end
-    if not dropped:
-        return data
-    if chunks[:4] == b"VP8X":
-        chunks[8] &= ~(0x08 | 0x04) & 0xFF  # EXIF and XMP flags
-    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + bytes(chunks)
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    out = io.BytesIO()
+    if fmt == "JPEG":
+        image.save(out, "JPEG", quality=90)
+    elif fmt == "PNG":
+        image.save(out, "PNG")
+    else:
+        image.save(out, "WEBP", quality=90)
+    return out.getvalue()

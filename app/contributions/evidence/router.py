@@ -36,7 +36,10 @@ _UPLOAD_BODY: dict[str, Any] = {
                         "file": {
                             "type": "string",
                             "format": "binary",
-                            "description": "JPEG, PNG, WebP or PDF, at most 10 MB",
+                            "description": (
+                                "JPEG, PNG, WebP or PDF, at most 10 MB; images at most 60 "
+                                "megapixels"
+                            ),
                         }
                     },
                 }
@@ -50,7 +53,29 @@ _UPLOAD_BODY: dict[str, Any] = {
     "/contributions/{record_id}/attachments",
     status_code=status.HTTP_201_CREATED,
     response_model=AttachmentRead,
-    responses=problems(401, 403, 404, 409, 413, 415, 422),
+    responses=problems(
+        401,
+        403,
+        404,
+        409,
+        413,
+        415,
+        422,
+        503,
+        507,
+        descriptions={
+            422: (
+                "`attachment_missing` (no file in the field `file`), `attachment_corrupt` (the "
+                "file does not decode), `attachment_too_many_pixels` (an image past 60 "
+                "megapixels). Nothing was written"
+            ),
+            503: (
+                "`storage_unavailable`: the file store cannot be written (read-only, failing), "
+                "or `service_unavailable`: the database is unreachable. Nothing was written; "
+                "retry after `Retry-After`"
+            ),
+        },
+    ),
     openapi_extra=_UPLOAD_BODY,
     summary="Add evidence to my pending or returned record (at most 9)",
 )
@@ -63,7 +88,11 @@ async def contributions_attachments_create(
 ) -> AttachmentRead:
     """The type is read from the content (415 `attachment_type_unsupported` unless JPEG, PNG,
     WebP or PDF); 413 `attachment_too_large` past 10 MB, before the body is read when
-    Content-Length says so; location metadata (EXIF GPS, XMP) is removed from images."""
+    Content-Length says so.  Images are stored re-encoded from their pixels, in their own
+    format, with the EXIF orientation applied and no metadata at all (no EXIF, XMP, ICC
+    profile, comment or text chunk): the stored file, its size and its SHA-256 are those of
+    the re-encoded image.  A server whose disk cannot take the file answers 507
+    `storage_full` or 503 `storage_unavailable` (with Retry-After); nothing is written."""
     user = principal.person
     await service.check_attachable(session, user.id, record_id)
     # Do not hold a transaction while a phone uploads (SQLite: the write lock; PostgreSQL: a

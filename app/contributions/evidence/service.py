@@ -4,13 +4,14 @@ read it, anyone else gets 404.
 
 An upload is checked before its body is read (the record exists, is the caller's, is editable,
 has room); the router then ends the request's reads and streams the body to a temporary file
-(`media.receive_upload`); `add` types it by its content, cleans location metadata and stores
-it last, so that a failure before that rolls the row back.
+(`media.receive_upload`); `add` types it by its content, re-encodes images from their pixels
+(no metadata survives) and stores the file last, so that a failure before that rolls the row
+back.  A store that cannot take the file answers 507 `storage_full` or 503
+`storage_unavailable` (`app.integrations.storage`), and the row goes with the transaction.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -84,12 +85,14 @@ async def add(
     was read); the temporary file is discarded whatever happens.
 
     415 `attachment_type_unsupported` unless the content is JPEG, PNG, WebP or PDF; 422
-    `attachment_corrupt` for an image that does not decode."""
+    `attachment_corrupt` for an image that does not decode, `attachment_too_many_pixels` for
+    one too large to decode; 507 `storage_full` / 503 `storage_unavailable` when a disk of
+    the server cannot take it."""
     try:
         content_type = media.sniff(upload.head)
         if content_type is None:
             raise AppError("attachment_type_unsupported")
-        checked = await asyncio.to_thread(media.check_and_clean, upload.path, content_type)
+        checked = await media.check(upload, content_type)
         return await _store(
             session,
             storage,
@@ -100,7 +103,7 @@ async def add(
             media.sanitize_name(upload.filename),
         )
     finally:
-        await asyncio.to_thread(upload.discard)
+        await media.discard(upload)
 
 
 async def _store(
