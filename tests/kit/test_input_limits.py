@@ -1,0 +1,143 @@
+"""Request bodies are bounded while they stream, before anything parses or authenticates them.
+
+The attack: a 64 MB JSON body to an anonymous endpoint was read and parsed whole, and a body
+sent with a bad token was read whole before its 401.  The answer now: 413
+`payload_too_large` from the declared length alone, or as soon as a chunked body passes the
+limit, with the bytes the client had still to send left unread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import get_settings
+from app.main import create_app
+from app.models.user import User
+from tests.fixtures.problems import assert_problem
+
+MB = 1024 * 1024
+LIMIT = get_settings().max_body_bytes
+
+
+class Pulled:
+    """A request body the test can see being read: `pulled` counts the bytes taken so far."""
+
+    def __init__(self, total: int, chunk: int = 64 * 1024) -> None:
+        self.total = total
+        self.chunk = chunk
+        self.pulled = 0
+
+    async def __call__(self) -> AsyncIterator[bytes]:
+        head = b'{"phone": "13900000000", "password": "secret-enough", "name": "'
+        self.pulled += len(head)
+        yield head
+        while self.pulled < self.total:
+            self.pulled += self.chunk
+            yield b"x" * self.chunk
+        yield b'"}'
+
+
+async def users(db: AsyncSession) -> int:
+    return int((await db.execute(select(func.count()).select_from(User))).scalar_one())
+
+
+class TestDeclaredLength:
+    async def test_64_mb_claimed_to_an_anonymous_endpoint_is_413_unread(
+        self, client: httpx.AsyncClient, db: AsyncSession
+    ) -> None:
+        body = Pulled(64 * MB)
+        before = await users(db)
+        r = await client.post(
+            "/auth/register",
+            content=body(),
+            headers={"Content-Type": "application/json", "Content-Length": str(64 * MB)},
+        )
+        assert_problem(r, 413, "payload_too_large")
+        assert body.pulled == 0
+        assert await users(db) == before
+
+    async def test_a_bad_token_does_not_get_its_401_before_the_413(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        body = Pulled(64 * MB)
+        r = await client.patch(
+            "/me",
+            content=body(),
+            headers={
+                "Authorization": "Bearer not-a-token",
+                "Content-Type": "application/json",
+                "Content-Length": str(64 * MB),
+            },
+        )
+        assert_problem(r, 413, "payload_too_large")
+        assert body.pulled == 0
+
+    async def test_one_byte_over_the_limit(self, client: httpx.AsyncClient) -> None:
+        payload = json.dumps({"name": "x" * LIMIT}).encode()[: LIMIT + 1]
+        r = await client.post(
+            "/auth/register", content=payload, headers={"Content-Type": "application/json"}
+        )
+        assert_problem(r, 413, "payload_too_large")
+
+    async def test_a_body_under_the_limit_is_parsed(
+        self, client: httpx.AsyncClient, db: AsyncSession
+    ) -> None:
+        """Just under 1 MB reaches validation: the name is too long, 422, not 413."""
+        payload = {"phone": "13900000000", "password": "secret-enough", "name": "x" * (LIMIT - 100)}
+        r = await client.post("/auth/register", json=payload)
+        assert_problem(r, 422, "validation_error")
+
+
+class TestChunked:
+    async def test_a_chunked_body_is_cut_as_soon_as_it_passes_the_limit(
+        self, client: httpx.AsyncClient, db: AsyncSession
+    ) -> None:
+        body = Pulled(64 * MB)
+        before = await users(db)
+        r = await client.post(
+            "/auth/register", content=body(), headers={"Content-Type": "application/json"}
+        )
+        assert "content-length" not in r.request.headers
+        assert_problem(r, 413, "payload_too_large")
+        assert body.pulled <= LIMIT + body.chunk + 1024
+        assert await users(db) == before
+
+    async def test_with_a_bad_token_too(self, client: httpx.AsyncClient) -> None:
+        body = Pulled(64 * MB)
+        r = await client.patch(
+            "/me",
+            content=body(),
+            headers={"Authorization": "Bearer not-a-token", "Content-Type": "application/json"},
+        )
+        assert_problem(r, 413, "payload_too_large")
+        assert body.pulled <= LIMIT + body.chunk + 1024
+
+    async def test_a_form_body_is_bounded_as_well(self, client: httpx.AsyncClient) -> None:
+        async def form() -> AsyncIterator[bytes]:
+            yield b"grant_type=password&username=13900000000&password="
+            for _ in range(64):
+                yield b"x" * MB
+
+        r = await client.post(
+            "/auth/token",
+            content=form(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert_problem(r, 413, "payload_too_large")
+
+
+class TestSetting:
+    async def test_the_limit_is_a_setting(self, app: FastAPI) -> None:
+        small = create_app(
+            get_settings().model_copy(update={"max_body_bytes": 4096}), configure_logs=False
+        )
+        transport = httpx.ASGITransport(app=small)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test/api/v1") as c:
+            r = await c.post("/auth/register", json={"name": "x" * 5000})
+            assert_problem(r, 413, "payload_too_large")
