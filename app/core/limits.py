@@ -13,8 +13,8 @@
   refused with 422 `control_character` when a string in them holds a C0 control character
   other than tab, LF and CR, or an unpaired surrogate (app/core/text.py); the `errors` list
   names the fields.  Unescaped control characters are invalid JSON already, so a JSON body is
-  decoded and walked only when it holds a `\\u` escape: the common request costs one byte
-  search.
+  decoded and walked only when it holds a `\\u` escape (or NUL bytes: UTF-16 or UTF-32): the
+  common request costs two byte searches.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def _query_fields(query: bytes) -> list[str]:
 
 def _body_fields(media_type: str, body: bytes) -> list[str]:
     if media_type == "application/json" or media_type.endswith("+json"):
-        if b"\\u" not in body:
+        # A UTF-16 or UTF-32 body (which JSON parsers accept too) has NUL bytes in it.
+        if b"\\u" not in body and b"\x00" not in body:
             return []
         try:
             decoded = json.loads(body)

@@ -116,6 +116,19 @@ class TestBodies:
         for key in change:
             assert me[key] != change[key]
 
+    @pytest.mark.parametrize("encoding", ["utf-16", "utf-32-le"])
+    async def test_a_body_in_another_unicode_encoding_is_checked_too(
+        self, client: httpx.AsyncClient, tree: Tree, encoding: str
+    ) -> None:
+        """JSON parsers read UTF-16 and UTF-32 as well, whose bytes hide a `\\u` escape from a
+        byte search for it."""
+        r = await client.patch(
+            "/me",
+            content=json.dumps({"name": "王\u0000五"}).encode(encoding),
+            headers={**tree.h_member, "Content-Type": "application/json"},
+        )
+        assert fields(assert_problem(r, 422, "control_character")) == ["name"]
+
     async def test_a_control_character_in_a_key_is_refused(
         self, client: httpx.AsyncClient, tree: Tree
     ) -> None:
