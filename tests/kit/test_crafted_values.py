@@ -213,7 +213,7 @@ DATED_BODIES = _dated_bodies()
 def _base_body(operation: str, place: Place, tree: Tree) -> tuple[str, str, dict[str, Any]]:
     """(method, url, a valid body) of every operation whose body has a date or a time."""
     start = clock.now() + timedelta(days=2)
-    activity = {
+    activity: dict[str, Any] = {
         "org_id": str(tree.r1.id),
         "title": "主题党日",
         "category": "study",
@@ -223,14 +223,15 @@ def _base_body(operation: str, place: Place, tree: Tree) -> tuple[str, str, dict
     }
     activity_url = place.url("/activities/{activity_id}")
     record_url = place.url("/contributions/{record_id}")
-    return {
+    bodies: dict[str, tuple[str, str, dict[str, Any]]] = {
         "activities_create": ("POST", "/activities", activity),
         "activities_update": ("PATCH", activity_url, {"title": "主题党日"}),
         "activities_attendance_create": ("POST", f"{activity_url}/attendance", {"code": "1"}),
         "contributions_create": ("POST", "/contributions", contribution_body(tree.r1)),
         "contributions_update": ("PATCH", record_url, {"hours": 1}),
         "me_update": ("PATCH", "/me", {"name": "王五"}),
-    }[operation]
+    }
+    return bodies[operation]
 
 
 def test_the_walk_finds_the_dates() -> None:
