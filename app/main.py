@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         body_limit=settings.max_body_bytes,
         # An upload: the evidence file and its multipart envelope.
         upload_limit=media.MAX_BYTES + media.ENVELOPE_SLACK,
+        upload_paths=re.compile(re.escape(API_PREFIX) + media.UPLOAD_PATH),
         upload_code="attachment_too_large",
     )
     app.add_middleware(RequestContextMiddleware)

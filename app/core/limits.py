@@ -2,13 +2,15 @@
 
 `InputLimitsMiddleware` is a pure ASGI middleware that wraps `receive`:
 
-* Size.  A multipart body (an upload) may hold `upload_limit` bytes, any other body
-  `body_limit`.  A `Content-Length` above the limit is answered 413 at once, without reading a
-  byte; a body without one (chunked) is counted as it arrives and answered 413 as soon as it
-  passes the limit.  A non-multipart body is read here, up to its limit, before the app is
-  called: so nothing (not a token check, not a JSON parser) works on a body that is too big.
-  An upload is handed on as it streams, counted; passing the limit ends the request with 413
-  whatever the app was doing with it.
+* Size.  A multipart body sent to an upload endpoint (a path matching `upload_paths`) may
+  hold `upload_limit` bytes, any other body `body_limit`.  A `Content-Length` above the limit
+  is answered 413 at once, without reading a byte; a body without one (chunked) is counted as
+  it arrives and answered 413 as soon as it passes the limit.  Any body but an upload is read
+  here, up to its limit, before the app is called: so nothing (not a token check, not a JSON
+  parser) works on a body that is too big.  An upload is handed on as it streams, counted;
+  passing the limit ends the request with 413 (`upload_code`) whatever the app was doing with
+  it.  The form fields of an upload are not looked at here: the upload endpoint reads its
+  file part only, and cleans the file name.
 * Characters.  The path, the query string (percent-decoded), a JSON body and a form body are
   refused with 422 `control_character` when a string in them holds a C0 control character
   other than tab, LF and CR, or an unpaired surrogate (app/core/text.py); the `errors` list
@@ -20,6 +22,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -102,17 +105,21 @@ def _body_fields(media_type: str, body: bytes) -> list[str]:
 
 
 class InputLimitsMiddleware:
+    """Bodies bounded while they stream, control characters refused: see the module."""
+
     def __init__(
         self,
         app: ASGIApp,
         *,
         body_limit: int,
         upload_limit: int,
+        upload_paths: re.Pattern[str],
         upload_code: str = "payload_too_large",
     ) -> None:
         self.app = app
         self.body_limit = body_limit
         self.upload_limit = upload_limit
+        self.upload_paths = upload_paths
         self.upload_code = upload_code
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,7 +128,9 @@ class InputLimitsMiddleware:
             return
         headers = Headers(scope=scope)
         media_type = _media_type(headers)
-        upload = media_type == "multipart/form-data"
+        upload = media_type == "multipart/form-data" and bool(
+            self.upload_paths.fullmatch(scope.get("path", ""))
+        )
         limit = self.upload_limit if upload else self.body_limit
         too_large = self.upload_code if upload else "payload_too_large"
 

@@ -17,8 +17,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
+from app.contributions.evidence.media import MAX_BYTES
 from app.main import create_app
 from app.models.user import User
+from tests.contributions.helpers import body as contribution_body
+from tests.contributions.helpers import make_member
+from tests.fixtures.orgs import Tree
 from tests.fixtures.problems import assert_problem
 
 MB = 1024 * 1024
@@ -141,3 +145,51 @@ class TestSetting:
         async with httpx.AsyncClient(transport=transport, base_url="http://test/api/v1") as c:
             r = await c.post("/auth/register", json={"name": "x" * 5000})
             assert_problem(r, 413, "payload_too_large")
+
+
+class TestUploads:
+    async def test_multipart_elsewhere_has_the_body_limit(self, client: httpx.AsyncClient) -> None:
+        """Only the upload endpoint takes 10 MB: a multipart body anywhere else is a body."""
+
+        async def parts() -> AsyncIterator[bytes]:
+            yield b'--xyz\r\nContent-Disposition: form-data; name="name"\r\n\r\n'
+            for _ in range(4):
+                yield b"x" * MB
+            yield b"\r\n--xyz--\r\n"
+
+        r = await client.post(
+            "/auth/register",
+            content=parts(),
+            headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+        )
+        assert_problem(r, 413, "payload_too_large")
+
+    async def test_an_upload_envelope_past_the_limit_is_cut_while_it_streams(
+        self, client: httpx.AsyncClient, db: AsyncSession, tree: Tree
+    ) -> None:
+        """The file part stays small, so the upload's own 10 MB check never fires: a form field
+        of 40 MB around it is stopped by the body limit, long before its end."""
+        member = await make_member(db, tree.r1)
+        record = await client.post(
+            "/contributions", json=contribution_body(tree.r1), headers=member.headers
+        )
+        assert record.status_code == 201, record.text
+        pulled = 0
+
+        async def parts() -> AsyncIterator[bytes]:
+            nonlocal pulled
+            head = b'--xyz\r\nContent-Disposition: form-data; name="note"\r\n\r\n'
+            pulled += len(head)
+            yield head
+            for _ in range(40):
+                pulled += MB
+                yield b"x" * MB
+            yield b"\r\n--xyz--\r\n"
+
+        r = await client.post(
+            f"/contributions/{record.json()['id']}/attachments",
+            content=parts(),
+            headers={**member.headers, "Content-Type": "multipart/form-data; boundary=xyz"},
+        )
+        assert_problem(r, 413, "attachment_too_large")
+        assert pulled <= MAX_BYTES + 2 * MB
