@@ -156,7 +156,10 @@ class InputLimitsMiddleware:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return  # the client left; nobody to answer
+                # The client left mid-body.  Nobody reads this answer; it keeps the access
+                # log and the metrics from counting the request as a server error.
+                await _answer(send, 400, problem_body("malformed_body", 400))
+                return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:

@@ -9,15 +9,18 @@ limit, with the bytes the client had still to send left unread.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import Message, Receive, Scope, Send
 
 from app.config import get_settings
 from app.contributions.evidence.media import MAX_BYTES
+from app.core.limits import InputLimitsMiddleware
 from app.main import create_app
 from app.models.user import User
 from tests.contributions.helpers import body as contribution_body
@@ -193,3 +196,38 @@ class TestUploads:
         )
         assert_problem(r, 413, "attachment_too_large")
         assert pulled <= MAX_BYTES + 2 * MB
+
+
+class TestMiddleware:
+    async def test_a_client_that_leaves_mid_body_is_not_a_server_error(self) -> None:
+        called = False
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            nonlocal called
+            called = True
+
+        messages: list[Message] = [
+            {"type": "http.request", "body": b'{"na', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return messages.pop(0)
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        middleware = InputLimitsMiddleware(
+            app, body_limit=1024, upload_limit=2048, upload_paths=re.compile("/upload")
+        )
+        scope: Scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/x",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+        }
+        await middleware(scope, receive, send)
+        assert not called
+        assert sent[0]["status"] == 400
