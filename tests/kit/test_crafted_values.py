@@ -40,7 +40,7 @@ def _raw(value: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
 
-_ID = {"u": str(uuid.uuid4())}
+_ID = {"u": str(uuid.UUID(int=1))}
 _WHEN = {"dt": "2026-03-01T08:00:00+00:00"}
 CRAFTED_CURSORS = {
     "two strings": _raw(["x", "y"]),

@@ -142,12 +142,12 @@ class TestCursor:
             encode_cursor([1]),
             "W3siZHQiOjF9XQ",
             encode_cursor(["x", "y"]),
-            encode_cursor([uuid.uuid4(), datetime(2026, 1, 2, tzinfo=UTC)]),
-            encode_cursor([datetime(2026, 1, 2), uuid.uuid4()]),  # naive
-            encode_cursor([None, uuid.uuid4()]),
-            encode_cursor([True, uuid.uuid4()]),
+            encode_cursor([uuid.UUID(int=1), datetime(2026, 1, 2, tzinfo=UTC)]),
+            encode_cursor([datetime(2026, 1, 2), uuid.UUID(int=1)]),  # naive
+            encode_cursor([None, uuid.UUID(int=1)]),
+            encode_cursor([True, uuid.UUID(int=1)]),
             # Decodes, but overflows when converted to UTC.
-            encode_cursor([datetime.fromisoformat("0001-01-01T00:00:00+05:00"), uuid.uuid4()]),
+            encode_cursor([datetime.fromisoformat("0001-01-01T00:00:00+05:00"), uuid.UUID(int=1)]),
         ],
     )
     def test_garbage_is_invalid_cursor(self, bad: str) -> None:
