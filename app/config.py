@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     s3_addressing_style: Literal["auto", "virtual", "path"] = "auto"
     contribution_max_age_days: int = Field(default=90, ge=1, le=3660)
 
+    # The largest request body other than an upload (JSON, forms), in bytes; larger ones are
+    # answered 413 before they are parsed (app/core/limits.py).  Uploads have their own limit.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+
     idempotency_ttl_seconds: int = Field(default=86400, ge=60)
     log_level: str = "INFO"
     demo_password: str = "demo12345"  # noqa: S105  (documented demo credential)

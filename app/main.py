@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,7 +10,9 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from app.config import Settings, get_settings
+from app.contributions.evidence import media
 from app.core.errors import install_error_handlers
+from app.core.limits import InputLimitsMiddleware
 from app.core.logging import configure_logging
 from app.core.middleware import ETagMiddleware, IdempotencyMiddleware, RequestContextMiddleware
 from app.core.openapi import install_openapi
@@ -67,9 +70,18 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     install_error_handlers(app)
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(ops_router)
-    # Outermost first: context (id, logs, metrics, last-resort 500) wraps everything.
+    # Innermost first: context (id, logs, metrics, last-resort 500) wraps everything; right
+    # inside it the input limits, so that nothing reads a body before it is bounded.
     app.add_middleware(IdempotencyMiddleware, ttl_seconds=settings.idempotency_ttl_seconds)
     app.add_middleware(ETagMiddleware)
+    app.add_middleware(
+        InputLimitsMiddleware,
+        body_limit=settings.max_body_bytes,
+        # An upload: the evidence file and its multipart envelope.
+        upload_limit=media.MAX_BYTES + media.ENVELOPE_SLACK,
+        upload_paths=re.compile(re.escape(API_PREFIX) + media.UPLOAD_PATH),
+        upload_code="attachment_too_large",
+    )
     app.add_middleware(RequestContextMiddleware)
     install_openapi(app)
     return app

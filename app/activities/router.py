@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
@@ -27,6 +26,7 @@ from app.activities.schemas import (
 from app.authz.guards import CurrentMember
 from app.core.openapi import problems
 from app.core.pagination import Page
+from app.core.validators import FilterTime
 from app.deps import DbSession, Paging
 from app.models.activity import SignupStatus
 
@@ -85,11 +85,11 @@ async def activities_list(
     page: Paging,
     org_id: Annotated[uuid.UUID | None, Query(description="Hosted or co-hosted by")] = None,
     starts_from: Annotated[
-        datetime | None, Query(alias="from", description="Starting at or after")
+        FilterTime | None, Query(alias="from", description="Starting at or after")
     ] = None,
-    starts_before: Annotated[datetime | None, Query(alias="to", description="Starting before")] = (
-        None
-    ),
+    starts_before: Annotated[
+        FilterTime | None, Query(alias="to", description="Starting before")
+    ] = None,
     category: Category | None = None,
     near: Annotated[
         str | None,

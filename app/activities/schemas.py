@@ -7,8 +7,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.core.text import OneLine
+from app.core.validators import Instant
 from app.models.activity import (
     ActivityStatus,
     AttendanceMethod,
@@ -18,10 +20,14 @@ from app.models.activity import (
     Visibility,
 )
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120), OneLine
+]
 Description = Annotated[str, StringConstraints(max_length=5000)]
-PlaceName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
-Address = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+PlaceName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120), OneLine
+]
+Address = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), OneLine]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
@@ -72,11 +78,11 @@ class ActivityCreate(BaseModel):
     title: Title
     description: Description = ""
     category: Category
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: Instant
+    ends_at: Instant
     location: LocationIn
     capacity: Capacity | None = None
-    signup_deadline: AwareDatetime | None = None
+    signup_deadline: Instant | None = None
     visibility: Visibility = Visibility.org
     service_hours: ServiceHours = 0
     post: Post = Post.community
@@ -92,11 +98,11 @@ class ActivityUpdate(BaseModel):
     title: Title | None = None
     description: Description | None = None
     category: Category | None = None
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
+    starts_at: Instant | None = None
+    ends_at: Instant | None = None
     location: LocationIn | None = None
     capacity: Capacity | None = None
-    signup_deadline: AwareDatetime | None = None
+    signup_deadline: Instant | None = None
     visibility: Visibility | None = None
     service_hours: ServiceHours | None = None
     post: Post | None = None
@@ -206,11 +212,13 @@ class AttendanceCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    code: Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)] | None = None
+    code: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=32), OneLine] | None
+    ) = None
     lat: Latitude | None = None
     lng: Longitude | None = None
     accuracy_m: Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)] | None = None
-    scanned_at: AwareDatetime | None = None
+    scanned_at: Instant | None = None
 
 
 class AttendanceMark(BaseModel):

@@ -172,7 +172,7 @@ def page(
     created, ident = sub.c.created_at, sub.c.id
     stmt: AnySelect = select(sub)
     if params is not None and params.cursor is not None:
-        at, last = decode_cursor(params.cursor, 2)
+        at, last = decode_cursor(params.cursor, (datetime, uuid.UUID))
         if descending:
             stmt = stmt.where(or_(created < at, and_(created == at, ident < last)))
         else:

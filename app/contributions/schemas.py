@@ -9,12 +9,18 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.core.i18n import text
+from app.core.text import OneLine
+from app.core.validators import Day
 from app.models.activity import Post
 from app.models.contribution import ContributionSource, ContributionStatus
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), OneLine
+]
 Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
-CategoryCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+CategoryCode = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40), OneLine
+]
 Comment = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 
@@ -46,7 +52,7 @@ class ContributionCreate(_Input):
     category: CategoryCode = Field(description="A code of GET /contribution-categories")
     title: Title
     description: Description | None = None
-    occurred_on: date = Field(description="Local (Asia/Shanghai) date; not in the future")
+    occurred_on: Day = Field(description="Local (Asia/Shanghai) date; not in the future")
     hours: float = Field(description="Positive, in steps of 0.5; at most 24 a day per member")
     org_id: uuid.UUID = Field(
         description="An organization where the member is approved, or their record organization"
@@ -62,7 +68,7 @@ class ContributionUpdate(_Input):
     category: CategoryCode | None = None
     title: Title | None = None
     description: Description | None = None
-    occurred_on: date | None = None
+    occurred_on: Day | None = None
     hours: float | None = None
     org_id: uuid.UUID | None = None
 

@@ -22,6 +22,12 @@ PROBLEM_JSON = "application/problem+json"
 # code -> (status, zh-CN title, English title)
 CATALOG: dict[str, tuple[int, str, str]] = {
     "validation_error": (422, "请求参数有误", "The request is not valid"),
+    # A control character (or an unpaired surrogate) in a string input (app/core/text.py).
+    "control_character": (
+        422,
+        "输入中含有不允许的控制字符",
+        "The input contains a control character that is not allowed",
+    ),
     "not_found": (404, "资源不存在", "Not found"),
     "method_not_allowed": (405, "不支持该请求方法", "Method not allowed"),
     # A body that cannot be decoded at all (not UTF-8, a broken multipart stream).
@@ -289,6 +295,8 @@ _ZH_MESSAGES: dict[str, str] = {
     "json_invalid": "JSON 格式错误",
     "value_error": "取值无效",
     "string_pattern_mismatch": "格式不正确",
+    "date_out_of_range": "日期超出允许范围",
+    "control_character": "应为单行文本，不能含有制表符、换行或控制字符",
 }
 
 
@@ -344,7 +352,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem_response("validation_error", 422, errors=validation_errors(exc))
+        errors = exc.errors()
+        controls = bool(errors) and all(e.get("type") == "control_character" for e in errors)
+        code = "control_character" if controls else "validation_error"
+        return problem_response(code, 422, errors=validation_errors(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

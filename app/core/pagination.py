@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -19,6 +20,7 @@ from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.errors import AppError, register_codes
+from app.core.text import has_refused
 
 register_codes({"invalid_cursor": (422, "分页游标无效", "The cursor is not valid")})
 
@@ -50,17 +52,34 @@ def _encode_value(value: Any) -> Any:
     raise TypeError(f"cannot put {type(value).__name__} in a cursor")
 
 
-def _decode_value(raw: Any) -> Any:
-    if isinstance(raw, dict) and len(raw) == 1:
-        ((tag, value),) = raw.items()
-        if tag == "dt" and isinstance(value, str):
-            return datetime.fromisoformat(value)
-        if tag == "u" and isinstance(value, str):
-            return uuid.UUID(value)
-        raise ValueError("bad tag")
-    if raw is None or isinstance(raw, (str, int, float)):
+def _decode_value(raw: Any, kind: type) -> Any:
+    """One decoded sort key value, checked against the type of its key: a cursor that decodes
+    but holds something else (another type, a naive or out-of-range time) is refused here,
+    not by the database."""
+    if kind is datetime:
+        if not (isinstance(raw, dict) and set(raw) == {"dt"} and isinstance(raw["dt"], str)):
+            raise ValueError("expected a time")
+        value = datetime.fromisoformat(raw["dt"])
+        if value.tzinfo is None:
+            raise ValueError("naive time")
+        return value.astimezone(UTC)  # OverflowError at the edges of the calendar
+    if kind is uuid.UUID:
+        if not (isinstance(raw, dict) and set(raw) == {"u"} and isinstance(raw["u"], str)):
+            raise ValueError("expected an id")
+        return uuid.UUID(raw["u"])
+    if kind is float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            raise ValueError("expected a number")
+        return float(raw)
+    if kind is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ValueError("expected an integer")
         return raw
-    raise ValueError("bad value")
+    if kind is str:
+        if not isinstance(raw, str) or has_refused(raw):
+            raise ValueError("expected a string")
+        return raw
+    raise TypeError(f"no cursor values of type {kind.__name__}")
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
@@ -68,15 +87,27 @@ def encode_cursor(values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, width: int) -> list[Any]:
+def decode_cursor(cursor: str, shape: Sequence[type]) -> list[Any]:
+    """The sort key in `cursor`, one value per type of `shape` (the types of the list's keys,
+    in order), or 422 `invalid_cursor`."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         raw = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not isinstance(raw, list) or len(raw) != width:
+        if not isinstance(raw, list) or len(raw) != len(shape):
             raise ValueError("width")
-        return [_decode_value(v) for v in raw]
-    except (ValueError, TypeError) as exc:
+        return [_decode_value(v, kind) for v, kind in zip(raw, shape, strict=True)]
+    except (ValueError, OverflowError, UnicodeDecodeError, RecursionError) as exc:
         raise AppError("invalid_cursor") from exc
+
+
+def key_types(keys: Sequence[Any]) -> list[type]:
+    """The Python types of sort key columns, as `decode_cursor` takes them (a type decorator's
+    is that of the type it decorates)."""
+    types: list[type] = []
+    for key in keys:
+        column_type = getattr(key.type, "impl_instance", key.type)
+        types.append(column_type.python_type)
+    return types
 
 
 def keyset(
@@ -92,7 +123,7 @@ def keyset(
     comparison so that it works the same on SQLite and PostgreSQL and uses the index.
     """
     if params.cursor is not None:
-        values = decode_cursor(params.cursor, len(keys))
+        values = decode_cursor(params.cursor, key_types(keys))
         clauses = []
         for i, key in enumerate(keys):
             prior = [keys[j] == values[j] for j in range(i)]

@@ -1,14 +1,19 @@
-"""Validators for the personal data we collect: mainland mobile numbers and ID numbers."""
+"""Validators for the personal data we collect (mainland mobile numbers and ID numbers) and for
+the dates and times a request may carry."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, StringConstraints
+from pydantic_core import PydanticCustomError
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
+
+from app.core.text import OneLine
 
 
 def normalize_mainland_mobile(value: str) -> str:
@@ -43,6 +48,46 @@ def normalize_id_number(value: str) -> str:
 
 
 MobilePhone = Annotated[
-    str, StringConstraints(max_length=20), AfterValidator(normalize_mainland_mobile)
+    str, StringConstraints(max_length=20), OneLine, AfterValidator(normalize_mainland_mobile)
 ]
-IdNumber = Annotated[str, StringConstraints(max_length=18), AfterValidator(normalize_id_number)]
+IdNumber = Annotated[
+    str, StringConstraints(max_length=18), OneLine, AfterValidator(normalize_id_number)
+]
+
+
+# Dates and times a request may carry: within these years, so that converting to UTC or
+# stepping a day or a month never leaves the calendar (years 1 and 9999 are its edges).
+EARLIEST = date(1900, 1, 1)
+LATEST = date(2999, 12, 31)
+
+
+def _out_of_range() -> PydanticCustomError:
+    return PydanticCustomError(
+        "date_out_of_range",
+        "must be between {earliest} and {latest}",
+        {"earliest": EARLIEST.isoformat(), "latest": LATEST.isoformat()},
+    )
+
+
+def _day_in_range(value: date) -> date:
+    if not EARLIEST <= value <= LATEST:
+        raise _out_of_range()
+    return value
+
+
+def _time_in_range(value: datetime) -> datetime:
+    _day_in_range(value.date())
+    if value.tzinfo is not None:
+        try:
+            _day_in_range(value.astimezone(UTC).date())
+        except OverflowError:
+            raise _out_of_range() from None
+    return value
+
+
+# A calendar day (e.g. a filter's first or last day, the day of a record).
+Day = Annotated[date, AfterValidator(_day_in_range)]
+# An instant with its offset (RFC 3339), e.g. when an activity starts.
+Instant = Annotated[AwareDatetime, AfterValidator(_time_in_range)]
+# A time in a query filter: with an offset, or without one for a local time.
+FilterTime = Annotated[datetime, AfterValidator(_time_in_range)]

@@ -18,16 +18,24 @@ from pydantic import (
 
 from app.core import clock
 from app.core.openapi import Problem
-from app.core.validators import IdNumber, MobilePhone
+from app.core.text import OneLine
+from app.core.validators import Day, IdNumber, MobilePhone
 from app.models.enums import Gender, OfficerRole, PartyStatus
 
 PASSWORD_MIN = 8
 PASSWORD_MAX = 128
 SKILLS_MAX = 20
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), OneLine
+]
+LongName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), OneLine
+]
 Password = Annotated[str, StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
-Skill = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=30)]
+Skill = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=30), OneLine
+]
 
 
 def _not_in_future(value: date) -> date:
@@ -36,7 +44,7 @@ def _not_in_future(value: date) -> date:
     return value
 
 
-PastDate = Annotated[date, AfterValidator(_not_in_future)]
+PastDate = Annotated[Day, AfterValidator(_not_in_future)]
 
 
 class RegisterIn(BaseModel):
@@ -87,16 +95,15 @@ class MeUpdate(BaseModel):
     record_org_id: uuid.UUID | None = Field(
         default=None, description="The organization holding the member's record, if it is ours"
     )
-    record_org_name: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-        | None
-    ) = Field(default=None, description="Where the record sits when it is not one of ours")
-    employer: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-        | None
-    ) = None
+    record_org_name: LongName | None = Field(
+        default=None, description="Where the record sits when it is not one of ours"
+    )
+    employer: LongName | None = None
     post_title: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)] | None
+        Annotated[
+            str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), OneLine
+        ]
+        | None
     ) = None
     skills: list[Skill] | None = Field(default=None, max_length=SKILLS_MAX)
     id_number: IdNumber | None = Field(

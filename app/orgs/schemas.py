@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from app.core.text import OneLine
 from app.models.enums import (
     AppointedBy,
     FoundingForm,
@@ -17,8 +18,10 @@ from app.models.enums import (
     RegionType,
 )
 
-OrgName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-Address = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+OrgName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), OneLine
+]
+Address = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), OneLine]
 
 
 class Location(BaseModel):

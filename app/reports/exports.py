@@ -18,7 +18,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.contributions.records import cursor_key
 from app.core import clock
 from app.core.audit import audit
+from app.core.errors import ValidationFailed
+from app.core.i18n import text
 from app.db.session import separate_transaction
 from app.models.contribution import ContributionStatus
 from app.models.organization import Organization
@@ -52,6 +54,9 @@ class ExportQuery:
     status: str | None = None
     first: date | None = None
     last: date | None = None
+    # Attendance: activities starting in [starts, ends), the local days first..last.
+    starts: datetime | None = None
+    ends: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -103,11 +108,11 @@ def _lines(
             )
 
         return _Source(contributions, sheets.contribution_line).chunks(factory)
-    starts = local_midnight(query.first) if query.first else None
-    ends = local_midnight(query.last + timedelta(days=1)) if query.last else None
 
     async def attendance(s: AsyncSession, after: After) -> list[AttendanceLine]:
-        return await repo.export_attendance(s, query.path, starts=starts, ends=ends, after=after)
+        return await repo.export_attendance(
+            s, query.path, starts=query.starts, ends=query.ends, after=after
+        )
 
     return _Source(attendance, sheets.attendance_line).chunks(factory)
 
@@ -169,13 +174,20 @@ def start(
 ) -> ExportFile:
     """An export of `org`'s subtree by `actor` (already known to be an officer over it): the
     audit entry now, in the request's transaction; the rows later, as the stream is read.
-    `status` filters contributions only; `first`/`last` are local days."""
+    `status` filters contributions only; `first`/`last` are local days.
+
+    Every parameter is checked here, before the response starts: once the first byte is sent,
+    an error can only cut the file short."""
+    if first is not None and last is not None and first > last:
+        raise ValidationFailed("from", text("起始日期不能晚于结束日期", "`from` is after `to`"))
     query = ExportQuery(
         kind=kind,
         path=org.path,
         status=status.value if status and kind == "contributions" else None,
         first=first,
         last=last,
+        starts=local_midnight(first) if first else None,
+        ends=local_midnight(last + timedelta(days=1)) if last else None,
     )
     audit(
         session,

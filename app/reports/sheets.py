@@ -1,5 +1,6 @@
 """What an export's spreadsheet says: its title, the Chinese headers of each kind, and one
-line per row, with phone numbers masked, codes in Chinese and formula-like text quoted."""
+line per row, with phone numbers masked, codes in Chinese, control characters removed and
+formula-like text quoted."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from app.contributions import categories
 from app.core import clock
 from app.core.crypto import mask_phone
+from app.core.text import printable
 from app.reports.repository import AttendanceLine, ContributionLine, MemberLine
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -72,8 +74,13 @@ TITLES = {"members": "党员名册", "contributions": "双岗位记录", "attend
 
 
 def safe(value: Any) -> Any:
-    """Quote text a spreadsheet would take for a formula (CSV/formula injection)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    """Text a cell can hold: without the control characters a spreadsheet refuses (rows stored
+    before input was checked for them may hold some), and quoted when a spreadsheet would take
+    it for a formula (CSV/formula injection)."""
+    if not isinstance(value, str):
+        return value
+    value = printable(value)
+    if value.startswith(_FORMULA_START):
         return "'" + value
     return value
 

@@ -129,13 +129,30 @@ class TestValidationErrors:
 
 class TestCursor:
     def test_round_trip(self) -> None:
-        values = [datetime(2026, 1, 2, tzinfo=UTC), uuid.uuid4(), "x", 3, None]
-        assert decode_cursor(encode_cursor(values), 5) == values
+        values = [datetime(2026, 1, 2, tzinfo=UTC), uuid.uuid4(), "x", 3, 2.5]
+        shape = (datetime, uuid.UUID, str, int, float)
+        assert decode_cursor(encode_cursor(values), shape) == values
 
-    @pytest.mark.parametrize("bad", ["", "!!!", "e30", encode_cursor([1]), "W3siZHQiOjF9XQ"])
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            "",
+            "!!!",
+            "e30",
+            encode_cursor([1]),
+            "W3siZHQiOjF9XQ",
+            encode_cursor(["x", "y"]),
+            encode_cursor([uuid.UUID(int=1), datetime(2026, 1, 2, tzinfo=UTC)]),
+            encode_cursor([datetime(2026, 1, 2), uuid.UUID(int=1)]),  # naive
+            encode_cursor([None, uuid.UUID(int=1)]),
+            encode_cursor([True, uuid.UUID(int=1)]),
+            # Decodes, but overflows when converted to UTC.
+            encode_cursor([datetime.fromisoformat("0001-01-01T00:00:00+05:00"), uuid.UUID(int=1)]),
+        ],
+    )
     def test_garbage_is_invalid_cursor(self, bad: str) -> None:
         with pytest.raises(AppError) as info:
-            decode_cursor(bad, 2)
+            decode_cursor(bad, (datetime, uuid.UUID))
         assert info.value.code == "invalid_cursor"
 
 

@@ -14,7 +14,6 @@ from sqlalchemy.orm import aliased
 
 from app.activities.repository.rows import AnySelect, typed
 from app.activities.repository.signups import ACTIVE, position_of
-from app.core.errors import AppError
 from app.core.geo import Near, bounding_box, planar_distance_sq
 from app.core.pagination import PageParams, decode_cursor, keyset
 from app.models.activity import Activity, ActivityStatus, Signup, activity_co_hosts
@@ -140,9 +139,7 @@ def _by_distance(stmt: AnySelect, near: Near, params: PageParams) -> AnySelect:
         distance_sq <= near.radius_m * near.radius_m,
     )
     if params.cursor is not None:
-        last_distance, last_id = decode_cursor(params.cursor, 2)
-        if not isinstance(last_distance, (int, float)) or not isinstance(last_id, uuid.UUID):
-            raise AppError("invalid_cursor")
+        last_distance, last_id = decode_cursor(params.cursor, (float, uuid.UUID))
         stmt = stmt.where(
             or_(
                 distance_sq > last_distance,

@@ -69,6 +69,8 @@ MAX_BYTES = 10 * 1024 * 1024
 # Room for the multipart envelope around the file (boundaries, part headers).
 ENVELOPE_SLACK = 16 * 1024
 FILE_FIELD = "file"
+# The paths (under the API prefix) that take an upload, as a regular expression.
+UPLOAD_PATH = r"/contributions/[^/]+/attachments"
 
 JPEG, PNG, WEBP, PDF = "image/jpeg", "image/png", "image/webp", "application/pdf"
 EXTENSIONS = {JPEG: "jpg", PNG: "png", WEBP: "webp", PDF: "pdf"}
