@@ -64,9 +64,11 @@ async def contributions_create(
     response: Response,
     settings: AppSettings,
 ) -> ContributionRead:
-    """422 `contribution_org_invalid` unless the member is approved at `org_id` or it is their
-    record organization; 422 `daily_hours_exceeded` past 24 hours that day (activity credits
-    included); `occurred_on` not in the future nor older than the configured limit."""
+    """422 `contribution_org_invalid` unless the member holds an approved check-in at `org_id`
+    (an organization's queue receives records only from members it approved; the record
+    organization named on `PATCH /me` is not confirmed and does not count); 422
+    `daily_hours_exceeded` past 24 hours that day (activity credits included); `occurred_on`
+    not in the future nor older than the configured limit."""
     created = await service.submit(
         session, principal.person, data, max_age_days=settings.contribution_max_age_days
     )

@@ -49,7 +49,10 @@ class ContributionCreate(_Input):
     occurred_on: date = Field(description="Local (Asia/Shanghai) date; not in the future")
     hours: float = Field(description="Positive, in steps of 0.5; at most 24 a day per member")
     org_id: uuid.UUID = Field(
-        description="An organization where the member is approved, or their record organization"
+        description=(
+            "An organization where the member holds an approved check-in (the record "
+            "organization of PATCH /me does not count: it is not confirmed)"
+        )
     )
 
     _hours = field_validator("hours")(_check_hours)
