@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from app.core.i18n import text
 from app.models.activity import Post
 from app.models.contribution import ContributionSource, ContributionStatus
+from app.review.preconditions import ETagValue
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
@@ -90,6 +98,15 @@ class ContributionReview(_Input):
         default=None,
         description="The decision's comment; required (the reason) to reject or return",
     )
+    if_match: dict[uuid.UUID, ETagValue] | None = Field(
+        default=None,
+        max_length=MAX_BATCH,
+        description=(
+            "Per id, the record's ETag as read (its queue item's `etag`): a record changed "
+            "since is not decided and gets `precondition_failed`; ids left out are decided "
+            "as they are"
+        ),
+    )
 
     @field_validator("ids")
     @classmethod
@@ -97,6 +114,12 @@ class ContributionReview(_Input):
         if len(set(ids)) != len(ids):
             raise ValueError(text("ID 不能重复", "ids must be unique"))
         return ids
+
+    @model_validator(mode="after")
+    def _if_match_of_ids(self) -> Self:
+        if self.if_match and not set(self.if_match) <= set(self.ids):
+            raise ValueError(text("if_match 只能包含 ids 中的 ID", "if_match keys must be in ids"))
+        return self
 
 
 class CategoryRead(BaseModel):
@@ -157,6 +180,12 @@ class ContributionQueueItem(ContributionRead):
         description="An attendance credit of the same member and day exists"
     )
     decided_by: uuid.UUID | None
+    etag: str | None = Field(
+        description=(
+            "The record's ETag, new with every edit: send it as `If-Match` (or in a batch's "
+            "`if_match`) to decide the record only as read; null for activity credits"
+        )
+    )
 
 
 class ReviewResult(BaseModel):
@@ -167,7 +196,10 @@ class ReviewResult(BaseModel):
     )
     code: str | None = Field(
         default=None,
-        description="Why it failed: `not_found`, `invalid_transition` or `review_own_forbidden`",
+        description=(
+            "Why it failed: `not_found`, `invalid_transition`, `review_own_forbidden` or "
+            "`precondition_failed`"
+        ),
     )
 
 
