@@ -3,6 +3,7 @@ and the activity reaches that organization's members only once an officer of it 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -266,3 +267,24 @@ class TestInvitationsList:
             params["cursor"] = r.json()["next_cursor"]
         assert sorted(seen) == sorted(ids)
         assert len(seen) == 3
+
+
+class TestConcurrentAnswers:
+    @pytest.mark.postgres_only
+    @pytest.mark.committing
+    async def test_accept_and_decline_at_once_one_wins(
+        self, client: httpx.AsyncClient, db: AsyncSession, world: World
+    ) -> None:
+        officer = await _outside_officer(db, world)
+        for _ in range(5):
+            a = await create_activity(client, world, co_host_org_ids=[str(world.outside.id)])
+            answers = await asyncio.gather(
+                _decide(client, world.outside.id, a["id"], "accept", officer),
+                _decide(client, world.outside.id, a["id"], "decline", world.outsider_headers),
+                _decide(client, world.outside.id, a["id"], "accept", world.outsider_headers),
+            )
+            codes = sorted(r.status_code for r in answers)
+            assert codes == [200, 409, 409], [r.text for r in answers]
+            [won] = [r.json()["status"] for r in answers if r.status_code == 200]
+            listed = await _invitations(client, world.outside.id, officer)
+            assert [i["status"] for i in listed if i["activity_id"] == a["id"]] == [won]
