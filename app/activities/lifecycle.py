@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.activities import access, signups
+from app.activities import access, co_hosting, signups
 from app.activities.repository import activities as repo
 from app.activities.repository import seats
 from app.activities.schemas import ActivityCreate, ActivityRead, ActivityUpdate
@@ -42,20 +42,21 @@ def _check_times(starts: datetime, ends: datetime, deadline: datetime | None) ->
 
 async def _check_co_hosts(
     session: AsyncSession, org_ids: Sequence[uuid.UUID], host_id: uuid.UUID
-) -> list[uuid.UUID]:
+) -> dict[uuid.UUID, str]:
+    """The named co-hosts (id → path), sorted, once each."""
     unique = sorted(set(org_ids))
     if host_id in unique:
         raise ValidationFailed(
             "co_host_org_ids",
             text("协办组织不能包含主办组织", "co_host_org_ids must not include the host"),
         )
-    missing = set(unique) - await repo.existing_org_ids(session, unique)
-    if missing:
+    paths = await repo.org_paths(session, unique)
+    if set(unique) - set(paths):
         raise ValidationFailed(
             "co_host_org_ids",
             text("协办组织不存在", "Unknown organization in co_host_org_ids"),
         )
-    return unique
+    return {org: paths[org] for org in unique}
 
 
 async def create_activity(
@@ -94,7 +95,6 @@ async def create_activity(
     )
     session.add(activity)
     await session.flush()
-    await repo.replace_co_hosts(session, activity.id, co_hosts)
     audit(
         session,
         action="activity.create",
@@ -104,7 +104,8 @@ async def create_activity(
         actor_id=principal.user_id,
         to_state=activity.status,
     )
-    return to_read(activity, co_hosts, None)
+    await co_hosting.name(session, principal, activity, co_hosts)
+    return to_read(activity, await repo.co_hosts(session, activity.id), None)
 
 
 _NOT_NULL = (
@@ -136,7 +137,7 @@ async def update_activity(
     ends = data.ends_at or activity.ends_at
     deadline = data.signup_deadline if "signup_deadline" in changes else activity.signup_deadline
     _check_times(starts, ends, deadline)
-    co_hosts: list[uuid.UUID] | None = None
+    co_hosts: dict[uuid.UUID, str] | None = None
     if data.co_host_org_ids is not None:
         co_hosts = await _check_co_hosts(session, data.co_host_org_ids, activity.org_id)
     capacity_raised = False
@@ -167,7 +168,7 @@ async def update_activity(
         activity.post = data.post.value
     await session.flush()
     if co_hosts is not None:
-        await repo.replace_co_hosts(session, activity.id, co_hosts)
+        await co_hosting.name(session, principal, activity, co_hosts)
     if capacity_raised and activity.status == ActivityStatus.published.value:
         promotions = await seats.fill_seats(session, activity.id, clock.now())
         signups.record_promotions(session, activity.id, promotions, "capacity_raised")
@@ -181,9 +182,7 @@ async def update_activity(
         actor_id=principal.user_id,
         comment=",".join(sorted(changes)),
     )
-    if co_hosts is None:
-        co_hosts = await repo.co_host_ids(session, activity.id)
-    return to_read(activity, co_hosts, None)
+    return to_read(activity, await repo.co_hosts(session, activity.id), None)
 
 
 async def _transition(
@@ -236,7 +235,7 @@ async def _transition(
 async def _read_back(session: AsyncSession, activity: Activity) -> ActivityRead:
     await session.flush()
     await session.refresh(activity)
-    return to_read(activity, await repo.co_host_ids(session, activity.id), None)
+    return to_read(activity, await repo.co_hosts(session, activity.id), None)
 
 
 async def publish_activity(

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from app.activities import attendance, lifecycle, signups, views
+from app.activities.co_host_router import router as co_host_router
 from app.activities.schemas import (
     ActivityCreate,
     ActivityListItem,
@@ -209,3 +210,8 @@ async def activities_attendance_mark(
     """Mark a confirmed member present or absent by hand (officers); absent takes back the
     credited service hours."""
     return await attendance.mark_attendance(session, principal, activity_id, user_id, body.status)
+
+
+# Co-host invitations live under the invited organization; their routes sit here in the
+# document.
+router.include_router(co_host_router)

@@ -15,6 +15,7 @@ from app.models.activity import (
     ActivityStatus,
     AttendanceMethod,
     AttendanceStatus,
+    CoHostStatus,
     Post,
     SignupStatus,
     Visibility,
@@ -36,7 +37,18 @@ Capacity = Annotated[int, Field(ge=1, le=100_000)]
 ServiceHours = Annotated[
     float, Field(ge=0, le=24, multiple_of=0.5, description="Credited per attendee, steps of 0.5")
 ]
-CoHosts = Annotated[list[uuid.UUID], Field(max_length=20)]
+CoHosts = Annotated[
+    list[uuid.UUID],
+    Field(
+        max_length=20,
+        description=(
+            "Co-host organizations.  One the caller acts for as an officer (their subtree) "
+            "co-hosts at once; any other is invited and opens the activity to its members only "
+            "once an officer of it accepts (`/orgs/{org_id}/co-host-invitations`).  On update, "
+            "the whole list: co-hosts left out are dropped, those kept keep where they stand"
+        ),
+    ),
+]
 
 
 class Category(StrEnum):
@@ -86,6 +98,14 @@ class ActivityCreate(BaseModel):
     visibility: Visibility = Visibility.org
     service_hours: ServiceHours = 0
     post: Post = Post.community
+
+
+class CoHostRead(BaseModel):
+    org_id: uuid.UUID
+    status: CoHostStatus = Field(
+        description="`accepted` opens the activity to its members; `pending` awaits an officer "
+        "of the organization; `declined` was refused by one"
+    )
 
 
 class ActivityUpdate(BaseModel):
@@ -146,7 +166,11 @@ class ActivityListItem(BaseModel):
 
 class ActivityRead(ActivityListItem):
     description: str
-    co_host_org_ids: list[uuid.UUID]
+    co_host_org_ids: list[uuid.UUID] = Field(
+        description="The co-hosts named: to the officers running it every one (as sent on "
+        "update), to members the accepted ones only"
+    )
+    co_hosts: list[CoHostRead] = Field(description="The same, with where each invitation stands")
     confirmed_count: int
     published_at: datetime | None
     completed_at: datetime | None
@@ -162,6 +186,29 @@ class SignupRead(BaseModel):
     status: SignupStatus
     waitlist_position: int | None = Field(default=None, description="Only when waitlisted")
     created_at: datetime
+
+
+class CoHostHost(BaseModel):
+    id: uuid.UUID
+    name: str
+
+
+class CoHostInvitationRead(BaseModel):
+    """An organization named co-host of another's activity, as its officers see it."""
+
+    activity_id: uuid.UUID
+    org_id: uuid.UUID = Field(description="The invited (co-host) organization")
+    status: CoHostStatus
+    title: str
+    host: CoHostHost
+    starts_at: datetime
+    ends_at: datetime
+    visibility: Visibility
+    activity_status: ActivityStatus
+    invited_at: datetime
+    invited_by: uuid.UUID | None
+    decided_at: datetime | None
+    decided_by: uuid.UUID | None
 
 
 class ActivitySummary(BaseModel):

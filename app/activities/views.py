@@ -15,6 +15,7 @@ from app.activities import access
 from app.activities.repository import activities as repo
 from app.activities.repository import listing
 from app.activities.repository import signups as signups_repo
+from app.activities.repository.activities import CoHost
 from app.activities.repository.listing import ListedActivity, ListFilters
 from app.activities.schemas import (
     ActivityListItem,
@@ -22,6 +23,7 @@ from app.activities.schemas import (
     ActivitySummary,
     AttendanceBrief,
     Category,
+    CoHostRead,
     LocationOut,
     MySignup,
     MySignupItem,
@@ -34,7 +36,7 @@ from app.core.crypto import mask_phone
 from app.core.errors import NotFound
 from app.core.geo import parse_near
 from app.core.pagination import Page, PageParams, page_of
-from app.models.activity import Activity, SignupStatus
+from app.models.activity import Activity, CoHostStatus, SignupStatus
 
 DEFAULT_RADIUS_KM = 10.0
 
@@ -100,13 +102,12 @@ def list_item(row: ListedActivity) -> ActivityListItem:
     )
 
 
-def to_read(
-    activity: Activity, co_hosts: Sequence[uuid.UUID], mine: MySignup | None
-) -> ActivityRead:
+def to_read(activity: Activity, co_hosts: Sequence[CoHost], mine: MySignup | None) -> ActivityRead:
     return ActivityRead(
         id=activity.id,
         org_id=activity.org_id,
-        co_host_org_ids=list(co_hosts),
+        co_host_org_ids=[c.org_id for c in co_hosts],
+        co_hosts=[CoHostRead(org_id=c.org_id, status=CoHostStatus(c.status)) for c in co_hosts],
         title=activity.title,
         description=activity.description,
         category=activity.category,
@@ -194,12 +195,17 @@ async def get_activity(
     if found is None:
         raise NotFound()
     activity = found.activity
-    co_hosts = await repo.co_host_ids(session, activity.id)
-    await policy.require_readable(session, principal, activity, found.host_path, co_hosts)
+    named = await repo.co_hosts(session, activity.id)
+    accepted = [c for c in named if c.status == CoHostStatus.accepted]
+    await policy.require_readable(
+        session, principal, activity, found.host_path, [c.org_id for c in accepted]
+    )
     mine = await signups_repo.my_active_signup(session, activity.id, me)
+    # Invitations not (yet) accepted are the business of those who run the activity.
+    shown = named if await policy.runs(session, principal, found.host_path) else accepted
     return to_read(
         activity,
-        co_hosts,
+        shown,
         None if mine is None else _my_signup(mine.id, mine.status, mine.position),
     )
 

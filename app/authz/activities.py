@@ -5,7 +5,12 @@
   see it in every status, drafts included.
 - A member sees an activity once it is no longer a draft, by its visibility:
   `public` everyone signed in; `region` whoever belongs anywhere in the host's district;
-  `org` whoever belongs to the host or a co-host or to an organization below one of them.
+  `org` whoever belongs to the host or an accepted co-host or to an organization below one of
+  them.
+- Co-hosts: an officer names co-host organizations.  Those the officer acts for (their own
+  subtree; everything for an admin) co-host at once; any other is invited, and opens the
+  activity to its members only once an officer of it (or above it) accepts — so that no
+  officer can push an activity into another organization's subtree.
   To *belong* to an organization is to hold an approved check-in there or to serve it as an
   officer (a secretary belongs to the organization they run without checking in to it).
 - Signing up needs the same: an activity a member does not reach is refused with 403
@@ -18,7 +23,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, bindparam, exists, or_, select, union_all
@@ -28,7 +33,13 @@ from app.authz.principal import Principal
 from app.authz.scope import officer_scope
 from app.authz.tree import ancestor_ids
 from app.core.errors import AppError, Forbidden, NotFound, register_codes
-from app.models.activity import Activity, ActivityStatus, Visibility, activity_co_hosts
+from app.models.activity import (
+    Activity,
+    ActivityStatus,
+    CoHostStatus,
+    Visibility,
+    activity_co_hosts,
+)
 from app.models.checkin import Checkin
 from app.models.enums import CheckinStatus
 from app.models.organization import Officer, Organization
@@ -87,6 +98,7 @@ def visible_clause(belonging: Belonging) -> ColumnElement[bool]:
     co_hosted = exists().where(
         activity_co_hosts.c.activity_id == Activity.id,
         activity_co_hosts.c.org_id.in_(ids),
+        activity_co_hosts.c.status == CoHostStatus.accepted.value,
     )
     return or_(
         public,
@@ -99,7 +111,7 @@ def visible_clause(belonging: Belonging) -> ColumnElement[bool]:
 
 
 def reaches(activity: Activity, co_hosts: Iterable[uuid.UUID], belonging: Belonging) -> bool:
-    """The rule of `visible_clause`, for one loaded activity and its co-hosts."""
+    """The rule of `visible_clause`, for one loaded activity and its accepted co-hosts."""
     if activity.visibility == Visibility.public.value:
         return True
     if activity.visibility == Visibility.region.value:
@@ -113,6 +125,20 @@ def require_announced(activity: Activity | None) -> Activity:
     if activity is None or activity.status == DRAFT:
         raise NotFound()
     return activity
+
+
+async def acts_for(
+    session: AsyncSession, principal: Principal, paths: Mapping[uuid.UUID, str]
+) -> set[uuid.UUID]:
+    """Those of the organizations (id → path) the caller acts for as an officer (of it or
+    above it): named as co-hosts by this caller, they co-host at once."""
+    scope = await officer_scope(session, principal)
+    return {org for org, path in paths.items() if scope.covers_path(path)}
+
+
+async def runs(session: AsyncSession, principal: Principal, host_path: str) -> bool:
+    """Whether the caller runs activities of the host at `host_path`."""
+    return (await officer_scope(session, principal)).covers_path(host_path)
 
 
 async def require_host_officer(session: AsyncSession, principal: Principal, host_path: str) -> None:

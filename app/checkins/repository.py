@@ -147,6 +147,8 @@ class QueueRow(NamedTuple):
     user_employer: str | None
     record_org_id: uuid.UUID | None
     record_org_name: str | None
+    version: int
+    user_version: int
 
 
 _QUEUE: AnySelect = (
@@ -170,6 +172,8 @@ _QUEUE: AnySelect = (
         User.employer.label("user_employer"),
         User.record_org_id.label("record_org_id"),
         func.coalesce(_RecordOrg.name, User.record_org_name).label("record_org_name"),
+        Checkin.version,
+        User.version.label("user_version"),
     )
     .join(Organization, Organization.id == Checkin.org_id)
     .join(User, User.id == Checkin.user_id)

@@ -4,7 +4,7 @@ result per id.  The decisions are the review mechanism's (app/review) applied to
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,11 +35,13 @@ async def decide(
     checkin_id: uuid.UUID,
     decision: Decision,
     comment: str | None,
+    if_match: str | None = None,
 ) -> CheckinQueueItem:
     """Approve or reject one pending check-in in the officer's subtree.
 
     Outside the subtree (or unknown): 404; the officer's own, pending: 403
-    `review_own_forbidden`; not pending (also: lost a race): 409."""
+    `review_own_forbidden`; changed since the `if_match` ETag was read: 412; not pending
+    (also: lost a race): 409."""
     return await review.decide_one(
         session,
         CHECKINS,
@@ -48,6 +50,7 @@ async def decide(
         object_id=checkin_id,
         decision=decision,
         comment=comment,
+        if_match=if_match,
     )
 
 
@@ -58,9 +61,11 @@ async def decide_many(
     ids: Sequence[uuid.UUID],
     decision: Decision,
     comment: str | None,
+    if_match: Mapping[uuid.UUID, str] | None = None,
 ) -> ReviewResponse:
     """A batch: a result per id, in the order given; one bad id does not sink the others.
-    Rejecting needs a reason (422)."""
+    Rejecting needs a reason (422); a record changed since its `if_match` ETag was read gets
+    `precondition_failed`."""
     verdicts = await review.decide_batch(
         session,
         CHECKINS,
@@ -69,5 +74,6 @@ async def decide_many(
         ids=ids,
         decision=decision,
         comment=comment,
+        if_match=if_match,
     )
     return review.batch_response(ReviewResponse, verdicts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.checkins import repository as repo
@@ -18,6 +19,7 @@ from app.checkins.schemas import CheckinQueueItem
 from app.checkins.shaping import queue_item
 from app.models.checkin import Checkin
 from app.models.enums import CheckinStatus
+from app.models.user import User
 from app.review import Reviewable
 
 Decision = Literal["approve", "reject"]
@@ -39,6 +41,13 @@ CHECKINS: Reviewable[CheckinQueueItem] = Reviewable(
     decided_by=Checkin.decided_by,
     decision_comment=Checkin.decision_comment,
     updated_at=Checkin.updated_at,
+    # A check-in is decided on the member's profile as much as on the check-in itself (the
+    # officer reads name, party status, employer and record organization from the queue): an
+    # edit of either makes a new ETag.
+    versions=(
+        Checkin.version,
+        select(User.version).where(User.id == Checkin.user_id).scalar_subquery(),
+    ),
     decisions={
         "approve": CheckinStatus.approved.value,
         "reject": CheckinStatus.rejected.value,

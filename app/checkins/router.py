@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 
 from app.authz.guards import CurrentMember, OfficerOrg, OfficerScope, ReviewerScope
 from app.checkins import audit_log, members, review, submission
@@ -25,10 +25,14 @@ from app.core.openapi import problems
 from app.core.pagination import Page
 from app.deps import DbSession, Paging
 from app.models.enums import CheckinStatus
+from app.review.preconditions import IF_MATCH_DESCRIPTION
 
 router = APIRouter(tags=["checkins"])
 
 CheckinId = Annotated[uuid.UUID, Path(description="The check-in")]
+IfMatch = Annotated[
+    str | None, Header(alias="If-Match", max_length=1000, description=IF_MATCH_DESCRIPTION)
+]
 
 
 @router.post(
@@ -132,7 +136,7 @@ async def orgs_checkins_list(
 @router.post(
     "/checkins/{checkin_id}/approve",
     response_model=CheckinQueueItem,
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(401, 403, 404, 409, 412, 422),
     summary="Approve a pending check-in of my subtree",
 )
 async def checkins_approve(
@@ -140,20 +144,23 @@ async def checkins_approve(
     session: DbSession,
     principal: CurrentMember,
     scope: OfficerScope,
+    if_match: IfMatch = None,
     data: CheckinApprove | None = None,
 ) -> CheckinQueueItem:
     """404 outside the caller's subtree; 403 `review_own_forbidden` for the officer's own
-    check-in (an officer above decides it); 409 `invalid_transition` unless pending."""
+    check-in (an officer above decides it); 412 `precondition_failed` when `If-Match` is not
+    the check-in's current ETag (it or its member's profile changed since it was read);
+    409 `invalid_transition` unless pending."""
     comment = data.comment if data is not None else None
     return await review.decide(
-        session, principal.person, scope, checkin_id, "approve", comment or None
+        session, principal.person, scope, checkin_id, "approve", comment or None, if_match
     )
 
 
 @router.post(
     "/checkins/{checkin_id}/reject",
     response_model=CheckinQueueItem,
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(401, 403, 404, 409, 412, 422),
     summary="Reject a pending check-in of my subtree (reason required)",
 )
 async def checkins_reject(
@@ -162,10 +169,14 @@ async def checkins_reject(
     session: DbSession,
     principal: CurrentMember,
     scope: OfficerScope,
+    if_match: IfMatch = None,
 ) -> CheckinQueueItem:
     """404 outside the caller's subtree; 403 `review_own_forbidden` for the officer's own
-    check-in (an officer above decides it); 409 `invalid_transition` unless pending."""
-    return await review.decide(session, principal.person, scope, checkin_id, "reject", data.reason)
+    check-in (an officer above decides it); 412 `precondition_failed` when `If-Match` is not
+    the check-in's current ETag; 409 `invalid_transition` unless pending."""
+    return await review.decide(
+        session, principal.person, scope, checkin_id, "reject", data.reason, if_match
+    )
 
 
 @router.post(
@@ -179,9 +190,16 @@ async def checkins_review(
 ) -> ReviewResponse:
     """Each id gets `{id, ok, status?, code?}`: `not_found` for an unknown id or one outside
     the caller's subtree, `invalid_transition` for one no longer pending,
-    `review_own_forbidden` for the officer's own check-in."""
+    `review_own_forbidden` for the officer's own check-in, `precondition_failed` for one
+    whose ETag is no longer the one given in `if_match`."""
     return await review.decide_many(
-        session, principal.person, scope, data.ids, data.decision, data.comment or None
+        session,
+        principal.person,
+        scope,
+        data.ids,
+        data.decision,
+        data.comment or None,
+        data.if_match,
     )
 
 

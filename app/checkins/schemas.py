@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from app.models.enums import CheckinStatus, OrgKind, PartyStatus
+from app.review.preconditions import ETagValue
 
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
 Comment = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
@@ -42,6 +50,15 @@ class CheckinReview(_Input):
     comment: Comment | None = Field(
         default=None, description="The decision's comment; required (the reason) to reject"
     )
+    if_match: dict[uuid.UUID, ETagValue] | None = Field(
+        default=None,
+        max_length=MAX_BATCH,
+        description=(
+            "Per id, the check-in's ETag as read (its queue item's `etag`): one changed since "
+            "(or whose member's profile changed) is not decided and gets "
+            "`precondition_failed`; ids left out are decided as they are"
+        ),
+    )
 
     @field_validator("ids")
     @classmethod
@@ -49,6 +66,12 @@ class CheckinReview(_Input):
         if len(set(ids)) != len(ids):
             raise ValueError("ids must be unique")
         return ids
+
+    @model_validator(mode="after")
+    def _if_match_of_ids(self) -> Self:
+        if self.if_match and not set(self.if_match) <= set(self.ids):
+            raise ValueError("if_match keys must be in ids")
+        return self
 
 
 class OrgSummary(BaseModel):
@@ -94,6 +117,12 @@ class CheckinQueueItem(CheckinRead):
 
     member: MemberCard
     decided_by: uuid.UUID | None
+    etag: str = Field(
+        description=(
+            "The check-in's ETag, new with every change of it or of its member's profile: "
+            "send it as `If-Match` (or in a batch's `if_match`) to decide it only as read"
+        )
+    )
 
 
 class ReviewResult(BaseModel):
@@ -104,7 +133,10 @@ class ReviewResult(BaseModel):
     )
     code: str | None = Field(
         default=None,
-        description="Why it failed: `not_found`, `invalid_transition` or `review_own_forbidden`",
+        description=(
+            "Why it failed: `not_found`, `invalid_transition`, `review_own_forbidden` or "
+            "`precondition_failed`"
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from app.checkins.schemas import (
     RecordOrg,
 )
 from app.core.crypto import mask_phone
+from app.review.preconditions import format_etag
 
 
 def _org(row: CheckinRow | QueueRow | MemberRow | AuditRow) -> OrgSummary:
@@ -52,6 +53,7 @@ def queue_item(row: QueueRow) -> CheckinQueueItem:
             record_org=RecordOrg(id=row.record_org_id, name=row.record_org_name),
         ),
         decided_by=row.decided_by,
+        etag=format_etag([row.version, row.user_version]),
     )
 
 

@@ -67,6 +67,8 @@ class RecordRow(NamedTuple):
     decision_comment: str | None
     user_id: uuid.UUID
     created_at: datetime
+    # The row version of a manual record (its ETag); None for a credit, never decided.
+    version: int | None
 
 
 class Keyed(Protocol):
@@ -110,6 +112,7 @@ def manual(*where: ColumnElement[bool], with_member: bool = False) -> AnySelect:
         Contribution.decision_comment,
         Contribution.user_id,
         Contribution.created_at,
+        Contribution.version,
     ]
     stmt = select(*columns).join(Organization, Organization.id == Contribution.org_id)
     if with_member:
@@ -142,6 +145,7 @@ def credits(*where: ColumnElement[bool], with_member: bool = False) -> AnySelect
         cast(null(), String).label("decision_comment"),
         ActivityCredit.user_id,
         ActivityCredit.created_at,
+        cast(null(), Integer).label("version"),
     ]
     stmt = (
         select(*columns)

@@ -12,7 +12,7 @@ import uuid
 from datetime import date
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, exists, false, func, or_, select, union_all, update
+from sqlalchemy import ColumnElement, exists, func, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -107,23 +107,25 @@ class PermittedOrg(NamedTuple):
 async def permitted_org(
     session: AsyncSession, user: User, org_id: uuid.UUID
 ) -> PermittedOrg | None:
-    """`org_id` (id and name) when the member is approved there or it is their record
-    organization; None otherwise."""
-    approved = exists().where(
-        Checkin.user_id == user.id,
-        Checkin.org_id == Organization.id,
-        Checkin.status == CheckinStatus.approved,
-    )
-    own_record = (
-        Organization.id == user.record_org_id if user.record_org_id is not None else false()
-    )
-    row = (
-        await session.execute(
-            select(Organization.id, Organization.name).where(
-                Organization.id == org_id, or_(approved, own_record)
-            )
+    """`org_id` (id and name) when the member holds an approved check-in there; None
+    otherwise.  An organization's queue receives records only from members it approved: the
+    record organization (组织关系所在) is the member's own unverified statement on `PATCH /me`
+    and opens no queue.
+
+    The check-in row is share-locked until commit (PostgreSQL; SQLite writers are serialised
+    anyway), so that a concurrent "leave" cannot slip between this check and the record."""
+    stmt = (
+        select(Organization.id, Organization.name)
+        .join(Checkin, Checkin.org_id == Organization.id)
+        .where(
+            Organization.id == org_id,
+            Checkin.user_id == user.id,
+            Checkin.status == CheckinStatus.approved,
         )
-    ).one_or_none()
+        .limit(1)
+        .with_for_update(read=True, of=Checkin)
+    )
+    row = (await session.execute(stmt)).first()
     return None if row is None else PermittedOrg(row.id, row.name)
 
 

@@ -10,7 +10,7 @@ start: they appear in the queue but are never decided.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,6 +43,7 @@ def _queue_item(row: QueueRow) -> ContributionQueueItem:
         ),
         possible_duplicate=bool(row.possible_duplicate),
         decided_by=row.decided_by,
+        etag=None if row.version is None else review.format_etag([row.version]),
     )
 
 
@@ -62,6 +63,8 @@ CONTRIBUTIONS: review.Reviewable[ContributionQueueItem] = review.Reviewable(
     decided_by=Contribution.decided_by,
     decision_comment=Contribution.decision_comment,
     updated_at=Contribution.updated_at,
+    # Every edit of the record by its member (fields, evidence added) raises its version.
+    versions=(Contribution.version,),
     decisions={
         "approve": ContributionStatus.approved.value,
         "reject": ContributionStatus.rejected.value,
@@ -88,11 +91,13 @@ async def decide(
     record_id: uuid.UUID,
     decision: Decision,
     comment: str | None,
+    if_match: str | None = None,
 ) -> ContributionQueueItem:
     """Decide one pending record in the officer's subtree.
 
     Outside the subtree (or unknown): 404; the officer's own, pending: 403
-    `review_own_forbidden`; not pending (also: lost a race): 409."""
+    `review_own_forbidden`; changed since the `if_match` ETag was read: 412; not pending
+    (also: lost a race): 409."""
     return await review.decide_one(
         session,
         CONTRIBUTIONS,
@@ -101,6 +106,7 @@ async def decide(
         object_id=record_id,
         decision=decision,
         comment=comment,
+        if_match=if_match,
     )
 
 
@@ -111,8 +117,10 @@ async def decide_many(
     ids: Sequence[uuid.UUID],
     decision: Decision,
     comment: str | None,
+    if_match: Mapping[uuid.UUID, str] | None = None,
 ) -> ReviewResponse:
-    """A batch: a result per id, in the order given; one bad id does not sink the others."""
+    """A batch: a result per id, in the order given; one bad id does not sink the others; a
+    record changed since its `if_match` ETag was read gets `precondition_failed`."""
     verdicts = await review.decide_batch(
         session,
         CONTRIBUTIONS,
@@ -121,5 +129,6 @@ async def decide_many(
         ids=ids,
         decision=decision,
         comment=comment,
+        if_match=if_match,
     )
     return review.batch_response(ReviewResponse, verdicts)

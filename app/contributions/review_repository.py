@@ -40,6 +40,7 @@ class QueueRow(NamedTuple):
     decision_comment: str | None
     user_id: uuid.UUID
     created_at: datetime
+    version: int | None
     user_name: str
     user_phone: str
     possible_duplicate: bool

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 
 from app.authz.guards import CurrentMember, OfficerOrg, OfficerScope, ReviewerScope
 from app.contributions import categories, review, service
@@ -32,11 +32,15 @@ from app.core.pagination import Page
 from app.deps import AppSettings, DbSession, Paging
 from app.models.activity import Post
 from app.models.contribution import ContributionStatus
+from app.review.preconditions import IF_MATCH_DESCRIPTION
 
 router = APIRouter(tags=["contributions"])
 
 RecordId = Annotated[uuid.UUID, Path(description="The contribution")]
 OrgId = Annotated[uuid.UUID, Path(description="The organization whose subtree is read")]
+IfMatch = Annotated[
+    str | None, Header(alias="If-Match", max_length=1000, description=IF_MATCH_DESCRIPTION)
+]
 
 
 @router.get(
@@ -64,9 +68,11 @@ async def contributions_create(
     response: Response,
     settings: AppSettings,
 ) -> ContributionRead:
-    """422 `contribution_org_invalid` unless the member is approved at `org_id` or it is their
-    record organization; 422 `daily_hours_exceeded` past 24 hours that day (activity credits
-    included); `occurred_on` not in the future nor older than the configured limit."""
+    """422 `contribution_org_invalid` unless the member holds an approved check-in at `org_id`
+    (an organization's queue receives records only from members it approved; the record
+    organization named on `PATCH /me` is not confirmed and does not count); 422
+    `daily_hours_exceeded` past 24 hours that day (activity credits included); `occurred_on`
+    not in the future nor older than the configured limit."""
     created = await service.submit(
         session, principal.person, data, max_age_days=settings.contribution_max_age_days
     )
@@ -182,7 +188,7 @@ async def orgs_contributions_list(
 @router.post(
     "/contributions/{record_id}/approve",
     response_model=ContributionQueueItem,
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(401, 403, 404, 409, 412, 422),
     summary="Approve a pending record of my subtree",
 )
 async def contributions_approve(
@@ -190,18 +196,21 @@ async def contributions_approve(
     session: DbSession,
     principal: CurrentMember,
     scope: OfficerScope,
+    if_match: IfMatch = None,
     data: ContributionApprove | None = None,
 ) -> ContributionQueueItem:
+    """412 `precondition_failed` when `If-Match` is not the record's current ETag (its
+    member edited it, or added evidence, since it was read)."""
     comment = data.comment if data is not None else None
     return await review.decide(
-        session, principal.person, scope, record_id, "approve", comment or None
+        session, principal.person, scope, record_id, "approve", comment or None, if_match
     )
 
 
 @router.post(
     "/contributions/{record_id}/reject",
     response_model=ContributionQueueItem,
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(401, 403, 404, 409, 412, 422),
     summary="Reject a pending record of my subtree (reason required)",
 )
 async def contributions_reject(
@@ -210,14 +219,18 @@ async def contributions_reject(
     session: DbSession,
     principal: CurrentMember,
     scope: OfficerScope,
+    if_match: IfMatch = None,
 ) -> ContributionQueueItem:
-    return await review.decide(session, principal.person, scope, record_id, "reject", data.reason)
+    """412 `precondition_failed` when `If-Match` is not the record's current ETag."""
+    return await review.decide(
+        session, principal.person, scope, record_id, "reject", data.reason, if_match
+    )
 
 
 @router.post(
     "/contributions/{record_id}/return",
     response_model=ContributionQueueItem,
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(401, 403, 404, 409, 412, 422),
     summary="Return a pending record to its member for changes (reason required)",
 )
 async def contributions_return(
@@ -226,8 +239,12 @@ async def contributions_return(
     session: DbSession,
     principal: CurrentMember,
     scope: OfficerScope,
+    if_match: IfMatch = None,
 ) -> ContributionQueueItem:
-    return await review.decide(session, principal.person, scope, record_id, "return", data.reason)
+    """412 `precondition_failed` when `If-Match` is not the record's current ETag."""
+    return await review.decide(
+        session, principal.person, scope, record_id, "return", data.reason, if_match
+    )
 
 
 @router.post(
@@ -241,7 +258,14 @@ async def contributions_review(
 ) -> ReviewResponse:
     """Each id gets `{id, ok, status?, code?}`: `not_found` for an unknown id or one outside
     the caller's subtree, `invalid_transition` for one no longer pending,
-    `review_own_forbidden` for the officer's own record."""
+    `review_own_forbidden` for the officer's own record, `precondition_failed` for one whose
+    ETag is no longer the one given in `if_match`."""
     return await review.decide_many(
-        session, principal.person, scope, data.ids, data.decision, data.comment or None
+        session,
+        principal.person,
+        scope,
+        data.ids,
+        data.decision,
+        data.comment or None,
+        data.if_match,
     )

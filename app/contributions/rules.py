@@ -2,7 +2,8 @@
 
 - the category belongs to the post;
 - the day is not in the future, nor older than the configured limit (the caller passes it);
-- the organization is one where the member is approved, or their record organization;
+- the organization is one where the member holds an approved check-in (the self-declared
+  record organization of `PATCH /me` opens no organization's queue);
 - at most 24 hours a day per member, activity credits included.
 
 The daily limit is checked under the member-day lock (`repository.lock_day`): the lock
@@ -31,8 +32,8 @@ register_codes(
     {
         "contribution_org_invalid": (
             422,
-            "只能记录在已登记报到通过的组织或组织关系所在组织",
-            "Use an organization where you are registered (approved) or your record organization",
+            "只能记录在已登记报到通过的组织",
+            "Use an organization where you are registered (approved)",
         ),
         "daily_hours_exceeded": (
             422,
@@ -78,8 +79,8 @@ async def check_org(session: AsyncSession, user: User, org_id: uuid.UUID) -> str
         raise ValidationFailed(
             "org_id",
             text(
-                "须为已登记报到通过的组织或组织关系所在组织",
-                "Use an organization where you are registered or your record organization",
+                "须为已登记报到通过的组织",
+                "Use an organization where your check-in has been approved",
             ),
             code="contribution_org_invalid",
         )

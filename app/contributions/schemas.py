@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from app.core.i18n import text
 from app.core.text import OneLine
 from app.core.validators import Day
 from app.models.activity import Post
 from app.models.contribution import ContributionSource, ContributionStatus
+from app.review.preconditions import ETagValue
 
 Title = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), OneLine
@@ -55,7 +63,10 @@ class ContributionCreate(_Input):
     occurred_on: Day = Field(description="Local (Asia/Shanghai) date; not in the future")
     hours: float = Field(description="Positive, in steps of 0.5; at most 24 a day per member")
     org_id: uuid.UUID = Field(
-        description="An organization where the member is approved, or their record organization"
+        description=(
+            "An organization where the member holds an approved check-in (the record "
+            "organization of PATCH /me does not count: it is not confirmed)"
+        )
     )
 
     _hours = field_validator("hours")(_check_hours)
@@ -93,6 +104,15 @@ class ContributionReview(_Input):
         default=None,
         description="The decision's comment; required (the reason) to reject or return",
     )
+    if_match: dict[uuid.UUID, ETagValue] | None = Field(
+        default=None,
+        max_length=MAX_BATCH,
+        description=(
+            "Per id, the record's ETag as read (its queue item's `etag`): a record changed "
+            "since is not decided and gets `precondition_failed`; ids left out are decided "
+            "as they are"
+        ),
+    )
 
     @field_validator("ids")
     @classmethod
@@ -100,6 +120,12 @@ class ContributionReview(_Input):
         if len(set(ids)) != len(ids):
             raise ValueError(text("ID 不能重复", "ids must be unique"))
         return ids
+
+    @model_validator(mode="after")
+    def _if_match_of_ids(self) -> Self:
+        if self.if_match and not set(self.if_match) <= set(self.ids):
+            raise ValueError(text("if_match 只能包含 ids 中的 ID", "if_match keys must be in ids"))
+        return self
 
 
 class CategoryRead(BaseModel):
@@ -160,6 +186,12 @@ class ContributionQueueItem(ContributionRead):
         description="An attendance credit of the same member and day exists"
     )
     decided_by: uuid.UUID | None
+    etag: str | None = Field(
+        description=(
+            "The record's ETag, new with every edit: send it as `If-Match` (or in a batch's "
+            "`if_match`) to decide the record only as read; null for activity credits"
+        )
+    )
 
 
 class ReviewResult(BaseModel):
@@ -170,7 +202,10 @@ class ReviewResult(BaseModel):
     )
     code: str | None = Field(
         default=None,
-        description="Why it failed: `not_found`, `invalid_transition` or `review_own_forbidden`",
+        description=(
+            "Why it failed: `not_found`, `invalid_transition`, `review_own_forbidden` or "
+            "`precondition_failed`"
+        ),
     )
 
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator, Uuid
+from sqlalchemy import DateTime, MetaData, TypeDecorator, Uuid, literal_column, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -60,3 +60,16 @@ class UUIDMixin:
 class TimestampMixin:
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class VersionMixin:
+    """A row version: 1 when written, one more with every UPDATE of the row, whoever writes
+    it (the ORM's flush or a conditional UPDATE statement: both add `version + 1` to the
+    SET clause unless the statement sets it).  An ETag is made of it, and an `If-Match`
+    becomes `AND version = :v` in the UPDATE it guards."""
+
+    __mapper_args__: ClassVar[dict[str, Any]] = {"eager_defaults": True}
+
+    version: Mapped[int] = mapped_column(
+        default=1, server_default=text("1"), onupdate=literal_column("version") + 1
+    )

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, TimestampMixin, UUIDMixin, utcnow
+from app.db.base import Base, TimestampMixin, UTCDateTime, UUIDMixin, utcnow
 
 
 class ActivityStatus(StrEnum):
@@ -64,6 +64,16 @@ class AttendanceMethod(StrEnum):
     manual = "manual"
 
 
+class CoHostStatus(StrEnum):
+    """A co-host named outside the naming officer's subtree is invited (`pending`) until an
+    officer of it (or above) accepts or declines; one inside it is `accepted` at once.  Only
+    accepted co-hosts open an activity to their members."""
+
+    pending = "pending"
+    accepted = "accepted"
+    declined = "declined"
+
+
 activity_co_hosts = Table(
     "activity_co_hosts",
     Base.metadata,
@@ -77,6 +87,16 @@ activity_co_hosts = Table(
         ForeignKey("organizations.id", ondelete="CASCADE"),
         primary_key=True,
         index=True,
+    ),
+    Column("status", String(10), nullable=False, server_default=CoHostStatus.accepted.value),
+    Column("invited_by", ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False, default=utcnow),
+    Column("decided_by", ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("decided_at", UTCDateTime(), nullable=True),
+    # `GET /orgs/{org_id}/co-host-invitations?status=`: an organization's invitations,
+    # oldest first (keyset on created_at, activity_id).
+    Index(
+        "ix_activity_co_hosts_org_status_created", "org_id", "status", "created_at", "activity_id"
     ),
 )
 

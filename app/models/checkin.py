@@ -6,10 +6,10 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, TimestampMixin, UUIDMixin
+from app.db.base import Base, TimestampMixin, UUIDMixin, VersionMixin
 
 
-class Checkin(UUIDMixin, TimestampMixin, Base):
+class Checkin(UUIDMixin, TimestampMixin, VersionMixin, Base):
     """登记报到: a member registers with a regional organization (or a branch under it).
 
     At most one pending or approved check-in per member and organization, enforced by a

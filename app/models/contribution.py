@@ -18,7 +18,7 @@ from enum import StrEnum
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, TimestampMixin, UUIDMixin, utcnow
+from app.db.base import Base, TimestampMixin, UUIDMixin, VersionMixin, utcnow
 
 
 class ContributionStatus(StrEnum):
@@ -44,7 +44,7 @@ ACTIVE_STATES = (
 MAX_ATTACHMENTS = 9
 
 
-class Contribution(UUIDMixin, TimestampMixin, Base):
+class Contribution(UUIDMixin, TimestampMixin, VersionMixin, Base):
     __tablename__ = "contributions"
     __table_args__ = (
         CheckConstraint("half_hours > 0 AND half_hours <= 48", name="half_hours_range"),

@@ -6,10 +6,10 @@ from datetime import date
 from sqlalchemy import JSON, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, TimestampMixin, UUIDMixin
+from app.db.base import Base, TimestampMixin, UUIDMixin, VersionMixin
 
 
-class User(UUIDMixin, TimestampMixin, Base):
+class User(UUIDMixin, TimestampMixin, VersionMixin, Base):
     __tablename__ = "users"
 
     phone: Mapped[str] = mapped_column(String(11), unique=True)

@@ -3,9 +3,10 @@
 Every change of state is one conditional UPDATE (… WHERE id IN (…) AND status = :from …
 RETURNING), so that of two concurrent writers exactly one wins: the second re-checks the
 condition after the first commits and matches nothing.  A decision adds to that condition the
-officer's scope and "not the officer's own" (403 `review_own_forbidden`), so no pre-check can be
-raced past.  Each changed record gets an audit entry and an outbox event in the same
-transaction; nothing here commits.
+officer's scope and "not the officer's own" (403 `review_own_forbidden`), and, when the officer
+sent one, the `If-Match` as a condition on the record's versions (412 `precondition_failed`,
+app/review/preconditions.py), so no pre-check can be raced past.  Each changed record gets an
+audit entry and an outbox event in the same transaction; nothing here commits.
 
 The owner's own moves on a record (withdraw, leave) go through the same `transition` and
 `record_change`.
@@ -27,7 +28,9 @@ from app.core.audit import audit
 from app.core.errors import ValidationFailed
 from app.core.i18n import text
 from app.core.outbox import record_event
+from app.review import preconditions
 from app.review.outcome import PENDING, Outcome, Verdict
+from app.review.preconditions import IfMatch
 from app.review.reviewable import Changed, Reviewable
 
 ItemT = TypeVar("ItemT")
@@ -66,6 +69,18 @@ async def states(
         select(kind.id, kind.status, kind.owner).where(kind.id.in_(ids), *where)
     )
     return {row[0]: (row[1], row[2]) for row in rows}
+
+
+async def _standing(
+    session: AsyncSession, kind: Reviewable[Any], ids: Sequence[uuid.UUID], scope: Scope
+) -> dict[uuid.UUID, tuple[str, uuid.UUID, tuple[int, ...]]]:
+    """(state, owner, versions) of those of `ids` in `scope`: why they were not decided."""
+    rows = await session.execute(
+        select(kind.id, kind.status, kind.owner, *kind.versions).where(
+            kind.id.in_(ids), kind.in_scope(scope)
+        )
+    )
+    return {row[0]: (row[1], row[2], tuple(row[3:])) for row in rows}
 
 
 def record_change(
@@ -118,19 +133,22 @@ async def _decide(
     ids: Sequence[uuid.UUID],
     decision: str,
     comment: str | None,
+    if_match: Mapping[uuid.UUID, IfMatch],
 ) -> Outcome:
-    """Decide every pending one of `ids` within `scope` and not the actor's own, with one
-    UPDATE; the outcome knows, for the others visible in scope, why they were not."""
+    """Decide every pending one of `ids` within `scope`, not the actor's own and still at the
+    versions its `If-Match` names (if any), with one UPDATE; the outcome knows, for the others
+    visible in scope, why they were not."""
     _require_reason(kind, decision, comment)
     to_state = kind.decisions[decision]
     now = clock.now()
+    unchanged = preconditions.condition(kind.id, kind.versions, ids, if_match)
     changed = await transition(
         session,
         kind,
         ids,
         from_state=PENDING,
         to_state=to_state,
-        where=kind.decidable_by(actor_id, scope),
+        where=[*kind.decidable_by(actor_id, scope), unchanged],
         values={
             kind.decided_at: now,
             kind.decided_by: actor_id,
@@ -152,8 +170,14 @@ async def _decide(
         await kind.on_decided(session, to_state, changed)
     decided = frozenset(record.id for record in changed)
     rest = [i for i in ids if i not in decided]
-    others = await states(session, kind, rest, kind.in_scope(scope)) if rest else {}
-    return Outcome(to_state, actor_id, decided, others)
+    standing = await _standing(session, kind, rest, scope) if rest else {}
+    stale = frozenset(
+        i
+        for i, (_, _, versions) in standing.items()
+        if i in if_match and not preconditions.holds(versions, if_match[i])
+    )
+    others = {i: (status, owner) for i, (status, owner, _) in standing.items()}
+    return Outcome(to_state, actor_id, decided, others, stale)
 
 
 async def decide_one(
@@ -165,13 +189,19 @@ async def decide_one(
     object_id: uuid.UUID,
     decision: str,
     comment: str | None,
+    if_match: str | None = None,
 ) -> ItemT:
     """Decide one pending record of the officer's scope; the officer's view of it after.
 
     Outside the scope (or unknown): 404; the officer's own, pending: 403
-    `review_own_forbidden`; not pending (also: lost a race): 409 `invalid_transition`;
-    a decision that needs a reason without one: 422."""
-    outcome = await _decide(session, kind, actor_id, scope, [object_id], decision, comment)
+    `review_own_forbidden`; changed since the `If-Match` ETag was read (also: decided
+    meanwhile): 412 `precondition_failed`; not pending (also: lost a race): 409
+    `invalid_transition`; a decision that needs a reason without one: 422."""
+    wanted = preconditions.parse_if_match(if_match, len(kind.versions))
+    conditions = {} if wanted is None else {object_id: wanted}
+    outcome = await _decide(
+        session, kind, actor_id, scope, [object_id], decision, comment, conditions
+    )
     outcome.raise_unless_decided(object_id)
     item = await kind.load(session, object_id)
     assert item is not None, "decided in this transaction"
@@ -187,8 +217,17 @@ async def decide_batch(
     ids: Sequence[uuid.UUID],
     decision: str,
     comment: str | None,
+    if_match: Mapping[uuid.UUID, str] | None = None,
 ) -> list[Verdict]:
     """A batch: a verdict per id, in the order given; one bad id does not sink the others
-    (a decision that needs a reason without one refuses the whole batch: 422)."""
-    outcome = await _decide(session, kind, actor_id, scope, ids, decision, comment)
+    (a decision that needs a reason without one refuses the whole batch: 422).  `if_match`
+    maps ids to the ETag each record had when the officer read it: a record changed since
+    gets `precondition_failed`."""
+    parts = len(kind.versions)
+    conditions = {
+        i: wanted
+        for i, tag in (if_match or {}).items()
+        if (wanted := preconditions.parse_if_match(tag, parts)) is not None
+    }
+    outcome = await _decide(session, kind, actor_id, scope, ids, decision, comment, conditions)
     return outcome.verdicts(ids)

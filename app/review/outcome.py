@@ -3,7 +3,8 @@
 A decision is one conditional UPDATE over the ids: pending, in the officer's scope, not the
 officer's own.  It decides some; for the others, the state they are in now says why not —
 unknown or out of scope (`not_found`), the officer's own and still pending
-(`review_own_forbidden`), anything else not pending (`invalid_transition`, also the loser of a
+(`review_own_forbidden`), changed since the officer read it, against an `If-Match`
+(`precondition_failed`), anything else not pending (`invalid_transition`, also the loser of a
 race).  One answer for a single decision (raised) and for a batch (a verdict per id).
 """
 
@@ -17,6 +18,7 @@ from typing import NamedTuple, TypeVar
 from pydantic import BaseModel
 
 from app.core.errors import AppError, InvalidTransition, NotFound, ReviewOwnForbidden
+from app.review.preconditions import PreconditionFailed
 
 # The state every reviewable record waits in.
 PENDING = "pending"
@@ -48,6 +50,8 @@ class Outcome:
     decided: frozenset[uuid.UUID]
     # (status, owner) of the ids in scope that were not decided.
     others: dict[uuid.UUID, tuple[str, uuid.UUID]]
+    # Those of them whose `If-Match` no longer holds.
+    stale: frozenset[uuid.UUID] = frozenset()
 
     def refusal(self, object_id: uuid.UUID) -> type[AppError] | None:
         """Why `object_id` was not decided; None when it was."""
@@ -59,6 +63,8 @@ class Outcome:
         status, owner = state
         if owner == self.actor_id and status == PENDING:
             return ReviewOwnForbidden
+        if object_id in self.stale:
+            return PreconditionFailed
         return InvalidTransition
 
     def raise_unless_decided(self, object_id: uuid.UUID) -> None:

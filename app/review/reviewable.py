@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -58,6 +58,10 @@ class Reviewable(Generic[ItemT]):
     decided_by: InstrumentedAttribute[uuid.UUID | None]
     decision_comment: InstrumentedAttribute[str | None]
     updated_at: InstrumentedAttribute[datetime]
+    # What the record's ETag is made of: row versions that every edit of it raises (its own
+    # `version`, and for instance its member's profile version, as a correlated subquery).
+    # A decision's `If-Match` becomes a condition on them (app/review/preconditions.py).
+    versions: Sequence[SQLColumnExpression[int]]
     # Decision name → the state it moves a pending record into.
     decisions: Mapping[str, str]
     # Decisions that need a comment (the reason shown to the member), and the message

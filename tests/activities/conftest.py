@@ -63,7 +63,9 @@ class World:
                            └ cohost r2
     other_district d2 ─ s2 ─ outside r3
 
-    officer: the host's secretary; outsider_officer: s2's secretary (over outside)."""
+    officer: the host's secretary; outsider_officer: s2's secretary (over outside);
+    cohost_headers: the cohost's secretary's (the cohost lies outside the host officer's
+    subtree: naming it invites it, and its secretary accepts)."""
 
     district: Organization
     street: Organization
@@ -76,6 +78,7 @@ class World:
     officer_headers: Headers
     outsider_officer: User
     outsider_headers: Headers
+    cohost_headers: Headers
 
 
 @pytest.fixture
@@ -92,6 +95,7 @@ def world(tree: Tree) -> World:
         officer_headers=tree.h_r1,
         outsider_officer=tree.s2_officer,
         outsider_headers=tree.h_s2,
+        cohost_headers=tree.h_r2,
     )
 
 
@@ -163,6 +167,15 @@ async def create_activity(
     assert p.status_code == 200, p.text
     published: dict[str, Any] = p.json()
     return published
+
+
+async def accept_co_host(client: httpx.AsyncClient, world: World, activity_id: str) -> None:
+    """The cohost's secretary accepts the invitation to co-host the activity."""
+    r = await client.post(
+        f"/orgs/{world.cohost.id}/co-host-invitations/{activity_id}/accept",
+        headers=world.cohost_headers,
+    )
+    assert r.status_code == 200, r.text
 
 
 async def count_signups(db: AsyncSession, activity_id: str, status: str) -> int:

@@ -51,7 +51,12 @@ class TestCreate:
         assert a["seats_left"] == 10
         assert a["waitlist_count"] == 0
         assert a["my_signup"] is None
-        assert await _audit_actions(db, a["id"]) == ["activity.create"]
+        # The cohost lies outside the host officer's subtree: it is invited.
+        assert a["co_hosts"] == [{"org_id": str(world.cohost.id), "status": "pending"}]
+        assert sorted(await _audit_actions(db, a["id"])) == [
+            "activity.co_host.invited",
+            "activity.create",
+        ]
         stored = await db.get(Activity, uuid.UUID(a["id"]))
         assert stored is not None
         assert stored.district_id == world.district.id

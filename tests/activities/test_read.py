@@ -16,6 +16,7 @@ from tests.activities.conftest import (
     Headers,
     QueryCounterFactory,
     World,
+    accept_co_host,
     create_activity,
     member_of,
 )
@@ -56,6 +57,7 @@ class TestList:
             a = await create_activity(
                 client, world, visibility=visibility, co_host_org_ids=[str(world.cohost.id)]
             )
+            await accept_co_host(client, world, a["id"])
             ids[a["id"]] = visibility
         if where == "host_officer":
             headers = world.officer_headers
@@ -113,6 +115,7 @@ class TestList:
         co_hosted = await create_activity(
             client, world, co_host_org_ids=[str(world.cohost.id)], **at(2)
         )
+        await accept_co_host(client, world, co_hosted["id"])
         _, headers = await member_of(db, world.host)
         assert await _listed(client, headers, category="volunteer") == [volunteer["id"]]
         assert await _listed(client, headers, org_id=str(world.cohost.id)) == [co_hosted["id"]]
@@ -269,6 +272,7 @@ class TestGet:
         self, client: httpx.AsyncClient, db: AsyncSession, world: World
     ) -> None:
         a = await create_activity(client, world, co_host_org_ids=[str(world.cohost.id)])
+        await accept_co_host(client, world, a["id"])
         _, headers = await member_of(db, world.cohost)
         await client.post(f"/activities/{a['id']}/signup", headers=headers)
         r = await client.get(f"/activities/{a['id']}", headers=headers)

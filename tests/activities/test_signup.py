@@ -15,6 +15,7 @@ from tests.activities.conftest import (
     FakeClock,
     Headers,
     World,
+    accept_co_host,
     count_signups,
     create_activity,
     events,
@@ -130,6 +131,7 @@ class TestSignup:
         self, client: httpx.AsyncClient, db: AsyncSession, world: World
     ) -> None:
         a = await create_activity(client, world, co_host_org_ids=[str(world.cohost.id)])
+        await accept_co_host(client, world, a["id"])
         _, h = await member_of(db, world.cohost)
         assert (await _sign_up(client, a["id"], h)).status_code == 201
 

@@ -170,7 +170,7 @@ class TestContributionsCreate:
         oldest = (today() - timedelta(days=limit)).isoformat()
         await create(client, world.alice, world.tree.r1, occurred_on=oldest)
 
-    async def test_org_must_be_approved_or_the_record_org(
+    async def test_org_must_be_one_that_approved_the_member(
         self,
         client: httpx.AsyncClient,
         db: AsyncSession,
@@ -190,10 +190,68 @@ class TestContributionsCreate:
         )
         assert_problem(r, 422, "contribution_org_invalid")
         assert await written(sessionmaker) == before
-        # A member whose record organization is e1, registered nowhere.
+        # A member whose record organization is e1, registered nowhere: the record
+        # organization is the member's own statement and opens no queue.
         local = await make_member(db, None, record_org_id=world.tree.e1.id, record_org_name=None)
-        created = await create(client, local, world.tree.e1)
-        assert created["org"]["id"] == str(world.tree.e1.id)
+        r = await client.post("/contributions", json=body(world.tree.e1), headers=local.headers)
+        assert_problem(r, 422, "contribution_org_invalid")
+        assert await written(sessionmaker) == before
+
+    async def test_a_record_org_named_on_me_opens_no_queue(
+        self,
+        client: httpx.AsyncClient,
+        db: AsyncSession,
+        world: World,
+        sessionmaker: async_sessionmaker[AsyncSession],
+    ) -> None:
+        """The attack: a member approved in one district names an organization of another
+        district as their record organization and files a contribution with it, to land in
+        that organization's review queue.  Now: 422, and the queue stays empty."""
+        tree = world.tree
+        r = await client.patch(
+            "/me", json={"record_org_id": str(tree.r2.id)}, headers=world.carol.headers
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["record_org_id"] == str(tree.r2.id)
+        before = await written(sessionmaker)
+        r = await client.post("/contributions", json=body(tree.r2), headers=world.carol.headers)
+        problem = assert_problem(r, 422, "contribution_org_invalid")
+        assert problem["errors"][0]["field"] == "org_id"
+        assert await written(sessionmaker) == before
+        # Nor by editing a record filed where she is approved.
+        mine = await create(client, world.carol, tree.r3)
+        r = await client.patch(
+            f"/contributions/{mine['id']}",
+            json={"org_id": str(tree.r2.id)},
+            headers=world.carol.headers,
+        )
+        assert_problem(r, 422, "contribution_org_invalid")
+        for headers in (tree.h_r2, tree.h_s1):
+            r = await client.get(f"/orgs/{tree.r2.id}/contributions", headers=headers)
+            assert r.status_code == 200, r.text
+            assert r.json()["items"] == []
+        # Once r2 approves her check-in, r2's queue takes her records.
+        r = await client.post(
+            "/checkins", json={"org_id": str(tree.r2.id)}, headers=world.carol.headers
+        )
+        assert r.status_code == 201, r.text
+        r = await client.post(f"/checkins/{r.json()['id']}/approve", headers=tree.h_r2)
+        assert r.status_code == 200, r.text
+        created = await create(client, world.carol, tree.r2)
+        r = await client.get(f"/orgs/{tree.r2.id}/contributions", headers=tree.h_r2)
+        assert [i["id"] for i in r.json()["items"]] == [created["id"]]
+
+    async def test_a_member_who_left_files_no_more(
+        self, client: httpx.AsyncClient, world: World
+    ) -> None:
+        r = await client.get("/me/checkins", headers=world.alice.headers)
+        checkin = next(c for c in r.json()["items"] if c["org"]["id"] == str(world.tree.r1.id))
+        r = await client.post(f"/checkins/{checkin['id']}/leave", headers=world.alice.headers)
+        assert r.status_code == 200, r.text
+        r = await client.post(
+            "/contributions", json=body(world.tree.r1), headers=world.alice.headers
+        )
+        assert_problem(r, 422, "contribution_org_invalid")
 
     async def test_a_pending_checkin_is_not_enough(
         self, client: httpx.AsyncClient, db: AsyncSession, world: World

@@ -16,7 +16,13 @@ from app.activities.repository.rows import AnySelect, typed
 from app.activities.repository.signups import ACTIVE, position_of
 from app.core.geo import Near, bounding_box, planar_distance_sq
 from app.core.pagination import PageParams, decode_cursor, keyset
-from app.models.activity import Activity, ActivityStatus, Signup, activity_co_hosts
+from app.models.activity import (
+    Activity,
+    ActivityStatus,
+    CoHostStatus,
+    Signup,
+    activity_co_hosts,
+)
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ async def list_published(
                 exists().where(
                     activity_co_hosts.c.activity_id == Activity.id,
                     activity_co_hosts.c.org_id == filters.org_id,
+                    activity_co_hosts.c.status == CoHostStatus.accepted.value,
                 ),
             )
         )
