@@ -19,6 +19,7 @@ from app import review
 from app.authz import Scope
 from app.contributions import repository as repo
 from app.contributions import review_repository as queue_repo
+from app.contributions import rules
 from app.contributions.review_repository import QueueRow
 from app.contributions.schemas import (
     ContributionQueueItem,
@@ -70,6 +71,8 @@ CONTRIBUTIONS: review.Reviewable[ContributionQueueItem] = review.Reviewable(
     reason_required=frozenset({"reject", "return"}),
     reason_missing=("驳回或退回时须填写理由", "A reason is required to reject or return"),
     load=_load,
+    # Approved hours per member and day never pass 24 (all sources): see rules.
+    admit=rules.admit_approvals,
 )
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from app.authz import Scope
 from app.core import clock
 from app.core.audit import audit
-from app.core.errors import ValidationFailed
+from app.core.errors import AppError, ValidationFailed
 from app.core.i18n import text
 from app.core.outbox import record_event
 from app.review.outcome import PENDING, Outcome, Verdict
@@ -124,10 +124,15 @@ async def _decide(
     _require_reason(kind, decision, comment)
     to_state = kind.decisions[decision]
     now = clock.now()
+    refused: Mapping[uuid.UUID, AppError] = {}
+    if kind.admit is not None:
+        refused = await kind.admit(
+            session, to_state, await _lock_decidable(session, kind, actor_id, scope, ids)
+        )
     changed = await transition(
         session,
         kind,
-        ids,
+        [i for i in ids if i not in refused],
         from_state=PENDING,
         to_state=to_state,
         where=kind.decidable_by(actor_id, scope),
@@ -153,7 +158,27 @@ async def _decide(
     decided = frozenset(record.id for record in changed)
     rest = [i for i in ids if i not in decided]
     others = await states(session, kind, rest, kind.in_scope(scope)) if rest else {}
-    return Outcome(to_state, actor_id, decided, others)
+    return Outcome(to_state, actor_id, decided, others, refused)
+
+
+async def _lock_decidable(
+    session: AsyncSession,
+    kind: Reviewable[Any],
+    actor_id: uuid.UUID,
+    scope: Scope,
+    ids: Sequence[uuid.UUID],
+) -> list[uuid.UUID]:
+    """Those of `ids` a decision would change, their rows locked until commit (in id order,
+    so that two batches never wait for each other crosswise), in the order given.  An owner's
+    edit waits for the decision and then finds the record decided."""
+    stmt = (
+        select(kind.id)
+        .where(kind.id.in_(ids), kind.status == PENDING, *kind.decidable_by(actor_id, scope))
+        .order_by(kind.id)
+        .with_for_update(of=kind.table)
+    )
+    found = set((await session.execute(stmt)).scalars())
+    return [i for i in ids if i in found]
 
 
 async def decide_one(

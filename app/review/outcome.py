@@ -4,14 +4,15 @@ A decision is one conditional UPDATE over the ids: pending, in the officer's sco
 officer's own.  It decides some; for the others, the state they are in now says why not —
 unknown or out of scope (`not_found`), the officer's own and still pending
 (`review_own_forbidden`), anything else not pending (`invalid_transition`, also the loser of a
-race).  One answer for a single decision (raised) and for a batch (a verdict per id).
+race).  A kind's own limit (`Reviewable.admit`) may refuse some with a problem of its own.
+One answer for a single decision (raised) and for a batch (a verdict per id).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel
@@ -48,23 +49,27 @@ class Outcome:
     decided: frozenset[uuid.UUID]
     # (status, owner) of the ids in scope that were not decided.
     others: dict[uuid.UUID, tuple[str, uuid.UUID]]
+    # Ids the kind's own limit refused (`Reviewable.admit`), with the problem to answer.
+    refused: Mapping[uuid.UUID, AppError] = field(default_factory=dict)
 
-    def refusal(self, object_id: uuid.UUID) -> type[AppError] | None:
+    def refusal(self, object_id: uuid.UUID) -> AppError | None:
         """Why `object_id` was not decided; None when it was."""
         if object_id in self.decided:
             return None
+        if object_id in self.refused:
+            return self.refused[object_id]
         state = self.others.get(object_id)
         if state is None:
-            return NotFound
+            return NotFound()
         status, owner = state
         if owner == self.actor_id and status == PENDING:
-            return ReviewOwnForbidden
-        return InvalidTransition
+            return ReviewOwnForbidden()
+        return InvalidTransition()
 
     def raise_unless_decided(self, object_id: uuid.UUID) -> None:
         refusal = self.refusal(object_id)
         if refusal is not None:
-            raise refusal()
+            raise refusal
 
     def state_of(self, object_id: uuid.UUID) -> str | None:
         """The state after the call, for the ids the officer may see."""
