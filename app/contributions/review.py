@@ -4,7 +4,9 @@ reject, or return to the member for changes), a batch with a result per id.
 The contribution as a reviewable record (app/review) is `CONTRIBUTIONS`: pending → approved |
 rejected | returned by an officer; a returned record goes back to pending when its member edits
 it.  Rejecting and returning need a reason.  Activity credits are facts, approved from the
-start: they appear in the queue but are never decided.
+start: they appear in the queue but are never decided.  An approval that would bring the
+member's approved hours of the day past 24 is refused (`rules.admit_approvals`, 422
+`daily_hours_exceeded`).
 """
 
 from __future__ import annotations

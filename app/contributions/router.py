@@ -192,6 +192,8 @@ async def contributions_approve(
     scope: OfficerScope,
     data: ContributionApprove | None = None,
 ) -> ContributionQueueItem:
+    """422 `daily_hours_exceeded` when approving it would bring its member's approved hours
+    of that day (activity credits included) past 24."""
     comment = data.comment if data is not None else None
     return await review.decide(
         session, principal.person, scope, record_id, "approve", comment or None
@@ -241,7 +243,9 @@ async def contributions_review(
 ) -> ReviewResponse:
     """Each id gets `{id, ok, status?, code?}`: `not_found` for an unknown id or one outside
     the caller's subtree, `invalid_transition` for one no longer pending,
-    `review_own_forbidden` for the officer's own record."""
+    `review_own_forbidden` for the officer's own record, `daily_hours_exceeded` for one whose
+    approval would bring its member's approved hours of that day (activity credits included)
+    past 24; ids are approved in the order given."""
     return await review.decide_many(
         session, principal.person, scope, data.ids, data.decision, data.comment or None
     )

@@ -164,7 +164,8 @@ class ReviewResult(BaseModel):
     )
     code: str | None = Field(
         default=None,
-        description="Why it failed: `not_found`, `invalid_transition` or `review_own_forbidden`",
+        description="Why it failed: `not_found`, `invalid_transition`, `review_own_forbidden` "
+        "or `daily_hours_exceeded` (approving it would pass 24 approved hours that day)",
     )
 
 

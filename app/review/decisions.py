@@ -4,7 +4,9 @@ Every change of state is one conditional UPDATE (… WHERE id IN (…) AND statu
 RETURNING), so that of two concurrent writers exactly one wins: the second re-checks the
 condition after the first commits and matches nothing.  A decision adds to that condition the
 officer's scope and "not the officer's own" (403 `review_own_forbidden`), so no pre-check can be
-raced past.  Each changed record gets an audit entry and an outbox event in the same
+raced past.  A kind with a limit of its own (`Reviewable.admit`, e.g. a contribution's hours
+per day) first locks the rows the decision would change, lets the limit refuse some, and
+decides the rest.  Each changed record gets an audit entry and an outbox event in the same
 transaction; nothing here commits.
 
 The owner's own moves on a record (withdraw, leave) go through the same `transition` and
