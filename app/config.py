@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # "path" for MinIO without wildcard DNS; "virtual" for Aliyun OSS.
     s3_addressing_style: Literal["auto", "virtual", "path"] = "auto"
     contribution_max_age_days: int = Field(default=90, ge=1, le=3660)
+    # Attendance (app/activities/attendance.py): a check-in received more than this long
+    # after its scan, or this long after the activity ended, waits for an officer to confirm.
+    attendance_late_after_seconds: int = Field(default=300, ge=0, le=86400)
+    attendance_end_grace_seconds: int = Field(default=300, ge=0, le=86400)
 
     # The largest request body other than an upload (JSON, forms), in bytes; larger ones are
     # answered 413 before they are parsed (app/core/limits.py).  Uploads have their own limit.

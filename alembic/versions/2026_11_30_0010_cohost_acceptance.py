@@ -9,7 +9,7 @@
   decision's `If-Match` is a condition of the decision's UPDATE.
 
 Revision ID: 0010
-Revises: 0006
+Revises: 0009
 Create Date: 2026-11-30 00:10:00.000000
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 
 
 revision: str = '0010'
-down_revision: str | None = '0006'
+down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,34 +1,46 @@
 """Attendance on site and the service hours it credits.
 
 A member with a confirmed sign-up checks in, from 30 minutes before the start until the end,
-with the rotating code an officer shows (`codes`) or a location fix inside the geofence; a
-check-in sent late (offline) counts at the moment it was scanned, up to 24 hours back.
-Officers mark members present or absent by hand; absent takes the credit back.  Being present
-credits the activity's service hours to the member once.
+with the rotating code an officer shows (`codes`) or a location fix inside the geofence.
+
+A check-in is taken at its word only when it arrives on time.  One sent late (offline) counts
+for the moment it claims to have been scanned (`scanned_at`, at most 24 hours back, not in the
+future beyond a small clock skew), but when it reaches the server more than `late_after` after
+that moment, or after the activity ended (plus `end_grace`), it is recorded `pending` with the
+delay (`delay_seconds`) and credits nothing: a photo of the code, or a location fix replayed
+after the fact, proves nothing by itself.  Officers of the host confirm or reject pending
+check-ins in bulk (`review`).  For the same reason a code check-in by someone who runs the
+activity (and so can read the code from anywhere) is pending too: nobody is their own witness.
+
+Officers mark members present or absent by hand, never themselves (403
+`review_own_forbidden`, the own-record rule of every review); absent takes the credit back.
+Being present credits the activity's service hours once (`hours`: time counted once, at most
+24 approved hours a day).
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.activities import access, codes
+from app.activities import access, codes, hours
+from app.activities.repository import activities as activities_repo
 from app.activities.repository import attendance as repo
 from app.activities.repository import signups as signups_repo
 from app.activities.schemas import AttendanceCode, AttendanceCreate, AttendanceRead
-from app.authz import Principal
+from app.authz import Principal, officer_scope
 from app.core import clock
 from app.core.audit import audit
-from app.core.errors import AppError, ValidationFailed
+from app.core.errors import AppError, NotFound, ReviewOwnForbidden, ValidationFailed
 from app.core.geo import distance_m
 from app.core.i18n import text
 from app.core.outbox import record_event
 from app.models.activity import (
     Activity,
-    ActivityCredit,
     ActivityStatus,
     Attendance,
     AttendanceMethod,
@@ -40,6 +52,18 @@ LATE_SCAN_LIMIT = timedelta(hours=24)
 CLOCK_SKEW = timedelta(minutes=2)
 
 _ATTENDABLE = (ActivityStatus.published.value, ActivityStatus.completed.value)
+
+
+@dataclass(frozen=True)
+class LateRule:
+    """When a check-in waits for an officer instead of crediting at once: received more than
+    `after` past its scan, or more than `grace` past the activity's end."""
+
+    after: timedelta = timedelta(minutes=5)
+    grace: timedelta = timedelta(minutes=5)
+
+    def is_late(self, activity: Activity, moment: datetime, now: datetime) -> bool:
+        return now - moment > self.after or now > activity.ends_at + self.grace
 
 
 async def attendance_code(
@@ -61,31 +85,6 @@ def _in_window(activity: Activity, moment: datetime) -> bool:
     return activity.starts_at - ATTENDANCE_OPENS <= moment <= activity.ends_at
 
 
-async def _credit(session: AsyncSession, activity: Activity, user_id: uuid.UUID) -> float:
-    """Credit the activity's service hours to the member once; the hours credited."""
-    existing = await repo.credit_of(session, activity.id, user_id)
-    if existing is not None:
-        return existing.hours
-    if activity.service_hours <= 0:
-        return 0.0
-    credit = ActivityCredit(
-        activity_id=activity.id,
-        user_id=user_id,
-        org_id=activity.org_id,
-        post=activity.post,
-        hours=activity.service_hours,
-        occurred_on=activity.starts_at.astimezone(clock.LOCAL_TZ).date(),
-        status="approved",
-    )
-    try:
-        async with session.begin_nested():
-            session.add(credit)
-    except IntegrityError:
-        # Credited by a concurrent request for the same member: once is the rule.
-        pass
-    return activity.service_hours
-
-
 def _attendance_event(session: AsyncSession, attendance: Attendance, hours: float) -> None:
     record_event(
         session,
@@ -103,12 +102,14 @@ def _attendance_event(session: AsyncSession, attendance: Attendance, hours: floa
 
 def _attendance_read(attendance: Attendance, hours: float) -> AttendanceRead:
     return AttendanceRead(
+        id=attendance.id,
         activity_id=attendance.activity_id,
         user_id=attendance.user_id,
         status=AttendanceStatus(attendance.status),
         method=AttendanceMethod(attendance.method),
         attended_at=attendance.attended_at,
         recorded_at=attendance.recorded_at,
+        delay_seconds=attendance.delay_seconds,
         credited_hours=hours,
     )
 
@@ -148,11 +149,24 @@ def _checked_moment(data: AttendanceCreate, now: datetime) -> datetime:
     return min(data.scanned_at, now)
 
 
+async def _runs(session: AsyncSession, principal: Principal, activity_id: uuid.UUID) -> bool:
+    """Whether the caller runs the activity (and so may read its code at any time)."""
+    hosted = await activities_repo.get_hosted(session, activity_id)
+    if hosted is None:
+        raise NotFound()
+    return (await officer_scope(session, principal)).covers_path(hosted.host_path)
+
+
 async def check_in(
-    session: AsyncSession, principal: Principal, activity_id: uuid.UUID, data: AttendanceCreate
+    session: AsyncSession,
+    principal: Principal,
+    activity_id: uuid.UUID,
+    data: AttendanceCreate,
+    late: LateRule,
 ) -> tuple[AttendanceRead, bool]:
     """A member's on-site check-in; (attendance, created).  A repeated check-in answers with
-    the recorded attendance, so that a retry from a flaky network is harmless."""
+    the recorded attendance, so that a retry from a flaky network is harmless.  A late one
+    (`late`), or a code check-in by someone who runs the activity, is recorded pending."""
     me = principal.person.id
     now = clock.now()
     moment = _checked_moment(data, now)
@@ -176,13 +190,19 @@ async def check_in(
     existing = await repo.attendance_of(session, activity.id, me)
     if existing is not None:
         return await _repeat(session, activity, existing)
+    pending = late.is_late(activity, moment, now) or (
+        method is AttendanceMethod.code and await _runs(session, principal, activity.id)
+    )
     attendance = Attendance(
         activity_id=activity.id,
         user_id=me,
-        status=AttendanceStatus.present.value,
+        org_id=activity.org_id,
+        status=(AttendanceStatus.pending if pending else AttendanceStatus.present).value,
         method=method.value,
         attended_at=moment,
         recorded_at=now,
+        updated_at=now,
+        delay_seconds=max(0, int((now - moment).total_seconds())),
         lat=data.lat,
         lng=data.lng,
         accuracy_m=data.accuracy_m,
@@ -195,15 +215,15 @@ async def check_in(
         existing = await repo.attendance_of(session, activity.id, me)
         assert existing is not None
         return await _repeat(session, activity, existing)
-    hours = await _credit(session, activity, me)
-    _attendance_event(session, attendance, hours)
-    return _attendance_read(attendance, hours), True
+    credited = 0.0 if pending else await hours.credit(session, activity, me)
+    _attendance_event(session, attendance, credited)
+    return _attendance_read(attendance, credited), True
 
 
 async def _repeat(
     session: AsyncSession, activity: Activity, existing: Attendance
 ) -> tuple[AttendanceRead, bool]:
-    if existing.status != AttendanceStatus.present.value:
+    if existing.status == AttendanceStatus.absent.value:
         raise AppError("attendance_decided")
     credit = await repo.credit_of(session, activity.id, existing.user_id)
     return _attendance_read(existing, credit.hours if credit else 0.0), False
@@ -216,8 +236,11 @@ async def mark_attendance(
     user_id: uuid.UUID,
     status: AttendanceStatus,
 ) -> AttendanceRead:
-    """An officer records a member present or absent by hand; absent takes the credit back."""
+    """An officer records a member present or absent by hand (a pending check-in too);
+    absent takes the credit back.  Never their own attendance: 403 `review_own_forbidden`."""
     activity = await access.for_officer(session, principal, activity_id)
+    if user_id == principal.user_id:
+        raise ReviewOwnForbidden()
     now = clock.now()
     if activity.status not in _ATTENDABLE or now < activity.starts_at - ATTENDANCE_OPENS:
         raise AppError("attendance_closed")
@@ -229,10 +252,12 @@ async def mark_attendance(
         fresh = Attendance(
             activity_id=activity.id,
             user_id=user_id,
+            org_id=activity.org_id,
             status=status.value,
             method=AttendanceMethod.manual.value,
             attended_at=now,
             recorded_at=now,
+            updated_at=now,
             marked_by=principal.user_id,
         )
         try:
@@ -253,10 +278,10 @@ async def mark_attendance(
         attendance.marked_by = principal.user_id
     await session.flush()
     if status is AttendanceStatus.present:
-        hours = await _credit(session, activity, user_id)
+        credited = await hours.credit(session, activity, user_id)
     else:
         await repo.remove_credit(session, activity.id, user_id)
-        hours = 0.0
+        credited = 0.0
     audit(
         session,
         action="activity.attendance.mark",
@@ -268,5 +293,5 @@ async def mark_attendance(
         to_state=status.value,
     )
     if before != status.value:
-        _attendance_event(session, attendance, hours)
-    return _attendance_read(attendance, hours)
+        _attendance_event(session, attendance, credited)
+    return _attendance_read(attendance, credited)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.activities import attendance, lifecycle, signups, views
+from app.activities import attendance, lifecycle, review, signups, views
 from app.activities.co_host_router import router as co_host_router
 from app.activities.schemas import (
     ActivityCreate,
@@ -17,19 +18,22 @@ from app.activities.schemas import (
     AttendanceCode,
     AttendanceCreate,
     AttendanceMark,
+    AttendanceQueueItem,
     AttendanceRead,
+    AttendanceReview,
+    AttendanceReviewResponse,
     CancelRequest,
     Category,
     MySignupItem,
     RosterItem,
     SignupRead,
 )
-from app.authz.guards import CurrentMember
+from app.authz.guards import CurrentMember, OfficerOrg, ReviewerScope
 from app.core.openapi import problems
 from app.core.pagination import Page
 from app.core.validators import FilterTime
-from app.deps import DbSession, Paging
-from app.models.activity import SignupStatus
+from app.deps import AppSettings, DbSession, Paging
+from app.models.activity import AttendanceStatus, SignupStatus
 
 router = APIRouter(tags=["activities"])
 
@@ -187,11 +191,18 @@ async def activities_attendance_create(
     body: AttendanceCreate,
     session: DbSession,
     principal: CurrentMember,
+    settings: AppSettings,
     response: Response,
 ) -> AttendanceRead:
     """Check in on site with the rotating code or a location fix inside the geofence, from
-    30 minutes before the start to the end; a confirmed sign-up is required."""
-    recorded, created = await attendance.check_in(session, principal, activity_id, body)
+    30 minutes before the start to the end; a confirmed sign-up is required.  Sent late (see
+    `scanned_at`) it is recorded `pending`, credits nothing, and waits for an officer of the
+    host (`POST /attendance/review`)."""
+    late = attendance.LateRule(
+        after=timedelta(seconds=settings.attendance_late_after_seconds),
+        grace=timedelta(seconds=settings.attendance_end_grace_seconds),
+    )
+    recorded, created = await attendance.check_in(session, principal, activity_id, body, late)
     if not created:
         response.status_code = status.HTTP_200_OK
     return recorded
@@ -207,9 +218,43 @@ async def activities_attendance_mark(
     session: DbSession,
     principal: CurrentMember,
 ) -> AttendanceRead:
-    """Mark a confirmed member present or absent by hand (officers); absent takes back the
-    credited service hours."""
-    return await attendance.mark_attendance(session, principal, activity_id, user_id, body.status)
+    """Mark a confirmed member present or absent by hand (officers), a pending check-in too;
+    absent takes back the credited service hours.  Never one's own attendance: 403
+    `review_own_forbidden`."""
+    status = AttendanceStatus(body.status.value)
+    return await attendance.mark_attendance(session, principal, activity_id, user_id, status)
+
+
+@router.get(
+    "/orgs/{org_id}/attendance",
+    responses=problems(401, 403, 404, 422),
+    tags=["orgs"],
+)
+async def orgs_attendance_list(
+    org: OfficerOrg,
+    session: DbSession,
+    paging: Paging,
+    status: Annotated[
+        AttendanceStatus | None,
+        Query(description="Only this state (every state if absent); `pending` is the queue"),
+    ] = None,
+) -> Page[AttendanceQueueItem]:
+    """Attendance at activities hosted in the organization's subtree, oldest first, with how
+    late each check-in was sent (`delay_seconds`): the queue of late check-ins to confirm."""
+    return await review.queue(session, org, status, paging)
+
+
+@router.post("/attendance/review", responses=problems(401, 403, 422))
+async def attendance_review(
+    data: AttendanceReview, session: DbSession, principal: CurrentMember, scope: ReviewerScope
+) -> AttendanceReviewResponse:
+    """Confirm (present: the hours are credited) or reject (absent, reason required) pending
+    check-ins at once.  Each id gets `{id, ok, status?, code?}`: `not_found` for an unknown id
+    or one outside the caller's subtree, `invalid_transition` for one no longer pending,
+    `review_own_forbidden` for the officer's own check-in."""
+    return await review.decide_many(
+        session, principal.person.id, scope, data.ids, data.decision, data.comment or None
+    )
 
 
 # Co-host invitations live under the invited organization; their routes sit here in the

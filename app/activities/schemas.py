@@ -5,9 +5,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from app.core.text import OneLine
 from app.core.validators import Instant
@@ -30,6 +36,7 @@ PlaceName = Annotated[
 ]
 Address = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), OneLine]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Comment = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
 Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
 Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
 RadiusM = Annotated[int, Field(ge=50, le=5000, description="Geofence radius in metres")]
@@ -255,7 +262,11 @@ class AttendanceCode(BaseModel):
 class AttendanceCreate(BaseModel):
     """Either `{code}` (the rotating code shown on site) or `{lat, lng, accuracy_m}` (a
     location fix inside the geofence).  `scanned_at`: when the scan or fix was taken, for
-    check-ins sent later from a weak network (at most 24 h late)."""
+    check-ins sent later from a weak network: at most 24 h back and not in the future (422
+    beyond 2 minutes of clock skew).  A check-in received more than
+    `QUYU_ATTENDANCE_LATE_AFTER_SECONDS` (300) after `scanned_at`, or more than
+    `QUYU_ATTENDANCE_END_GRACE_SECONDS` (300) after the activity ended, is recorded `pending`
+    and credits nothing until an officer of the host confirms it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -268,17 +279,105 @@ class AttendanceCreate(BaseModel):
     scanned_at: Instant | None = None
 
 
+class MarkStatus(StrEnum):
+    """What an officer marks by hand."""
+
+    present = "present"
+    absent = "absent"
+
+
 class AttendanceMark(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    status: AttendanceStatus
+    status: MarkStatus
+
+
+DelaySeconds = Field(
+    description="How long after `attended_at` (the scan) the server received the check-in"
+)
 
 
 class AttendanceRead(BaseModel):
+    id: uuid.UUID
     activity_id: uuid.UUID
     user_id: uuid.UUID
+    status: AttendanceStatus = Field(
+        description="`pending`: sent late (or a code check-in by an officer who runs the "
+        "activity); it credits nothing until an officer of the host confirms it"
+    )
+    method: AttendanceMethod
+    attended_at: datetime
+    recorded_at: datetime
+    delay_seconds: int | None = DelaySeconds
+    credited_hours: float = Field(
+        description="Service hours credited for this activity: at most the part of its time "
+        "not already credited for another activity, and what is left of the day's 24 hours"
+    )
+
+
+class AttendanceActivity(BaseModel):
+    id: uuid.UUID
+    title: str
+    starts_at: datetime
+    ends_at: datetime
+
+
+class AttendanceMember(BaseModel):
+    id: uuid.UUID
+    name: str
+    phone_masked: str
+
+
+class AttendanceQueueItem(BaseModel):
+    """An attendance record as the host's officers review it."""
+
+    id: uuid.UUID
+    activity: AttendanceActivity
+    org_id: uuid.UUID
+    member: AttendanceMember
     status: AttendanceStatus
     method: AttendanceMethod
     attended_at: datetime
     recorded_at: datetime
-    credited_hours: float = Field(description="Service hours credited for this activity")
+    delay_seconds: int | None = DelaySeconds
+    decided_at: datetime | None
+    decided_by: uuid.UUID | None
+    decision_comment: str | None
+
+
+MAX_BATCH = 100
+
+
+class AttendanceReview(BaseModel):
+    """Confirm (present, hours credited) or reject (absent) pending check-ins at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH)
+    decision: Literal["confirm", "reject"]
+    comment: Comment | None = Field(
+        default=None, description="The decision's comment; required (the reason) to reject"
+    )
+
+    @field_validator("ids")
+    @classmethod
+    def _unique(cls, ids: list[uuid.UUID]) -> list[uuid.UUID]:
+        if len(set(ids)) != len(ids):
+            raise ValueError("ids must be unique")
+        return ids
+
+
+class AttendanceReviewResult(BaseModel):
+    id: uuid.UUID
+    ok: bool
+    status: AttendanceStatus | None = Field(
+        default=None, description="The record's state after the call (when visible)"
+    )
+    code: str | None = Field(
+        default=None,
+        description="Why it failed: `not_found`, `invalid_transition` or `review_own_forbidden`",
+    )
+
+
+class AttendanceReviewResponse(BaseModel):
+    results: list[AttendanceReviewResult]

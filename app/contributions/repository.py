@@ -9,10 +9,11 @@ live in `app.reports`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, exists, func, select, union_all, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -132,15 +133,75 @@ async def permitted_org(
 async def lock_day(session: AsyncSession, user_id: uuid.UUID, day: date) -> None:
     """Take the member-day lock: an upsert whose ON CONFLICT DO UPDATE holds the row lock on
     PostgreSQL until commit (SQLite writers are serialised by BEGIN IMMEDIATE anyway)."""
+    await lock_days(session, [(user_id, day)])
+
+
+async def lock_days(session: AsyncSession, keys: Iterable[tuple[uuid.UUID, date]]) -> None:
+    """Take the locks of several member-days with one upsert, in (member, day) order, so that
+    two writers needing the same days never wait for each other crosswise."""
+    ordered = sorted(set(keys))
+    if not ordered:
+        return
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = clock.now()
-    stmt = insert(ContributionDay).values(user_id=user_id, day=day, touched_at=now)
+    stmt = insert(ContributionDay).values(
+        [{"user_id": user_id, "day": day, "touched_at": now} for user_id, day in ordered]
+    )
     stmt = stmt.on_conflict_do_update(
         index_elements=[ContributionDay.user_id, ContributionDay.day],
         set_={"touched_at": now},
     )
     await session.execute(stmt)
+
+
+async def approved_half_hours(
+    session: AsyncSession, keys: Iterable[tuple[uuid.UUID, date]]
+) -> dict[tuple[uuid.UUID, date], int]:
+    """Approved half-hours per member-day (approved manual records and credits), for the
+    given member-days; one statement."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    manual = select(
+        Contribution.user_id.label("user_id"),
+        Contribution.occurred_on.label("day"),
+        Contribution.half_hours.label("hh"),
+    ).where(
+        Contribution.status == APPROVED,
+        or_(*(and_(Contribution.user_id == u, Contribution.occurred_on == d) for u, d in wanted)),
+    )
+    credited = select(
+        ActivityCredit.user_id.label("user_id"),
+        ActivityCredit.occurred_on.label("day"),
+        credit_half_hours().label("hh"),
+    ).where(
+        ActivityCredit.status == APPROVED,
+        or_(
+            *(and_(ActivityCredit.user_id == u, ActivityCredit.occurred_on == d) for u, d in wanted)
+        ),
+    )
+    sub = union_all(manual, credited).subquery()
+    stmt = select(sub.c.user_id, sub.c.day, func.sum(sub.c.hh)).group_by(sub.c.user_id, sub.c.day)
+    sums = dict.fromkeys(wanted, 0)
+    for user_id, day, total in await session.execute(stmt):
+        sums[(user_id, day)] = int(total or 0)
+    return sums
+
+
+class DayOf(NamedTuple):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    occurred_on: date
+    half_hours: int
+
+
+async def days_of(session: AsyncSession, ids: Sequence[uuid.UUID]) -> list[DayOf]:
+    """Member, day and half-hours of the given records."""
+    stmt = select(
+        Contribution.id, Contribution.user_id, Contribution.occurred_on, Contribution.half_hours
+    ).where(Contribution.id.in_(ids))
+    return [DayOf(*row) for row in await session.execute(stmt)]
 
 
 async def day_half_hours(
@@ -177,9 +238,14 @@ async def has_credit(session: AsyncSession, user_id: uuid.UUID, day: date) -> bo
 
 
 async def own(
-    session: AsyncSession, user_id: uuid.UUID, record_id: uuid.UUID
+    session: AsyncSession, user_id: uuid.UUID, record_id: uuid.UUID, *, lock: bool = False
 ) -> Contribution | None:
+    """The member's record; with `lock` its row is held until commit (an edit takes the row
+    before any member-day lock, as a decision does, so neither waits for the other
+    crosswise)."""
     stmt = select(Contribution).where(Contribution.id == record_id, Contribution.user_id == user_id)
+    if lock:
+        stmt = stmt.with_for_update()
     return (await session.execute(stmt)).scalar_one_or_none()
 
 

@@ -4,7 +4,9 @@ reject, or return to the member for changes), a batch with a result per id.
 The contribution as a reviewable record (app/review) is `CONTRIBUTIONS`: pending → approved |
 rejected | returned by an officer; a returned record goes back to pending when its member edits
 it.  Rejecting and returning need a reason.  Activity credits are facts, approved from the
-start: they appear in the queue but are never decided.
+start: they appear in the queue but are never decided.  An approval that would bring the
+member's approved hours of the day past 24 is refused (`rules.admit_approvals`, 422
+`daily_hours_exceeded`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from app import review
 from app.authz import Scope
 from app.contributions import repository as repo
 from app.contributions import review_repository as queue_repo
+from app.contributions import rules
 from app.contributions.review_repository import QueueRow
 from app.contributions.schemas import (
     ContributionQueueItem,
@@ -73,6 +76,8 @@ CONTRIBUTIONS: review.Reviewable[ContributionQueueItem] = review.Reviewable(
     reason_required=frozenset({"reject", "return"}),
     reason_missing=("驳回或退回时须填写理由", "A reason is required to reject or return"),
     load=_load,
+    # Approved hours per member and day never pass 24 (all sources): see rules.
+    admit=rules.admit_approvals,
 )
 
 

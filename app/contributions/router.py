@@ -200,7 +200,9 @@ async def contributions_approve(
     data: ContributionApprove | None = None,
 ) -> ContributionQueueItem:
     """412 `precondition_failed` when `If-Match` is not the record's current ETag (its
-    member edited it, or added evidence, since it was read)."""
+    member edited it, or added evidence, since it was read); 422 `daily_hours_exceeded` when
+    approving it would bring its member's approved hours of that day (activity credits
+    included) past 24."""
     comment = data.comment if data is not None else None
     return await review.decide(
         session, principal.person, scope, record_id, "approve", comment or None, if_match
@@ -259,7 +261,9 @@ async def contributions_review(
     """Each id gets `{id, ok, status?, code?}`: `not_found` for an unknown id or one outside
     the caller's subtree, `invalid_transition` for one no longer pending,
     `review_own_forbidden` for the officer's own record, `precondition_failed` for one whose
-    ETag is no longer the one given in `if_match`."""
+    ETag is no longer the one given in `if_match`, `daily_hours_exceeded` for one whose
+    approval would bring its member's approved hours of that day (activity credits included)
+    past 24; ids are approved in the order given."""
     return await review.decide_many(
         session,
         principal.person,

@@ -6,16 +6,21 @@
   record organization of `PATCH /me` opens no organization's queue);
 - at most 24 hours a day per member, activity credits included.
 
-The daily limit is checked under the member-day lock (`repository.lock_day`): the lock
-serialises everyone adding hours to that day, and the sum is read after it is taken, so two
-concurrent submissions cannot both pass.  Credits are written by the activities module without
-this lock; attendance is a fact, so a credit is never refused, and it counts against any manual
-record submitted later.
+The daily limit holds twice, both times under the member-day lock (`repository.lock_day`), which
+serialises everyone adding hours to that day, the sum being read after it is taken:
+- when a record is logged or edited: its active records (pending, returned, approved) and
+  credits of the day, at most 24 hours (`check_daily_limit`, 422 `daily_hours_exceeded`);
+- when records are approved and when attendance credits hours: the *approved* hours of the day
+  (approved records and credits, all sources) never exceed 24.  An approval that would pass it
+  is refused (`admit_approvals`: 422 `daily_hours_exceeded`, or that code for its id in a
+  batch); a credit is clipped to what is left of the day (`credit_room`), since attendance is
+  a fact that a later manual record must make room for, not the other way round.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.contributions import categories
 from app.contributions import repository as repo
 from app.core import clock
-from app.core.errors import ValidationFailed, register_codes
+from app.core.errors import AppError, ValidationFailed, register_codes
 from app.core.i18n import text
 from app.models.contribution import ContributionStatus
 from app.models.user import User
@@ -105,3 +110,48 @@ async def check_daily_limit(
             text(f"当天最多还能记录 {left:g} 小时", f"At most {left:g} more hours on that day"),
             code="daily_hours_exceeded",
         )
+
+
+async def credit_room(
+    session: AsyncSession, user_id: uuid.UUID, day: date, lock_also: Iterable[date] = ()
+) -> int:
+    """Take the member-day locks of `day` (and of `lock_also`), then the half-hours still free
+    on `day` for approved hours: what a credit may add."""
+    await repo.lock_days(session, [(user_id, d) for d in {day, *lock_also}])
+    approved = await repo.approved_half_hours(session, [(user_id, day)])
+    return max(0, MAX_HALF_HOURS_PER_DAY - approved[(user_id, day)])
+
+
+def _too_many(left: int) -> AppError:
+    hours = left / 2
+    return ValidationFailed(
+        "hours",
+        text(
+            f"当天已审核通过的时长（含活动时长）最多还能增加 {hours:g} 小时",
+            f"At most {hours:g} more approved hours on that day, activity credits included",
+        ),
+        code="daily_hours_exceeded",
+    )
+
+
+async def admit_approvals(
+    session: AsyncSession, to_state: str, ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, AppError]:
+    """The review mechanism's limit on approving records (`Reviewable.admit`): take the
+    member-day locks of the records, then refuse, in the order given, each one that would
+    bring its member's approved hours of the day past 24."""
+    if to_state != ContributionStatus.approved.value or not ids:
+        return {}
+    found = {row.id: row for row in await repo.days_of(session, ids)}
+    keys = [(row.user_id, row.occurred_on) for row in found.values()]
+    await repo.lock_days(session, keys)
+    approved = await repo.approved_half_hours(session, keys)
+    refused: dict[uuid.UUID, AppError] = {}
+    for record_id in ids:
+        row = found[record_id]
+        key = (row.user_id, row.occurred_on)
+        if approved[key] + row.half_hours > MAX_HALF_HOURS_PER_DAY:
+            refused[record_id] = _too_many(max(0, MAX_HALF_HOURS_PER_DAY - approved[key]))
+        else:
+            approved[key] += row.half_hours
+    return refused

@@ -203,8 +203,9 @@ class ReviewResult(BaseModel):
     code: str | None = Field(
         default=None,
         description=(
-            "Why it failed: `not_found`, `invalid_transition`, `review_own_forbidden` or "
-            "`precondition_failed`"
+            "Why it failed: `not_found`, `invalid_transition`, `review_own_forbidden`, "
+            "`precondition_failed` or `daily_hours_exceeded` (approving it would pass 24 "
+            "approved hours that day)"
         ),
     )
 

@@ -160,7 +160,7 @@ async def update(
     max_age_days: int,
 ) -> ContributionRead:
     """Edit the member's pending or returned record; a returned one is resubmitted."""
-    record = await repo.own(session, user.id, record_id)
+    record = await repo.own(session, user.id, record_id, lock=True)
     if record is None:
         raise NotFound()
     from_state = record.status
@@ -223,7 +223,7 @@ async def update(
 
 
 async def withdraw(session: AsyncSession, user: User, record_id: uuid.UUID) -> ContributionRead:
-    record = await repo.own(session, user.id, record_id)
+    record = await repo.own(session, user.id, record_id, lock=True)
     if record is None:
         raise NotFound()
     from_state = record.status

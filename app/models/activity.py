@@ -54,6 +54,8 @@ class SignupStatus(StrEnum):
 
 
 class AttendanceStatus(StrEnum):
+    # A check-in sent late (or after the end) waits for an officer of the host to confirm it.
+    pending = "pending"
     present = "present"
     absent = "absent"
 
@@ -177,15 +179,27 @@ class Signup(UUIDMixin, Base):
 
 
 class Attendance(UUIDMixin, Base):
-    """One member's attendance at one activity, and how it was established."""
+    """One member's attendance at one activity, and how it was established.
+
+    A check-in sent late (`delay_seconds` past the threshold, or after the activity ended)
+    is `pending` until officers of the host confirm it (present) or reject it (absent)
+    through the review mechanism (app/review): it credits nothing before."""
 
     __tablename__ = "activity_attendance"
-    __table_args__ = (UniqueConstraint("activity_id", "user_id"),)
+    __table_args__ = (
+        UniqueConstraint("activity_id", "user_id"),
+        # The officers' queue of late check-ins of a subtree: (org, status), oldest first.
+        Index(
+            "ix_activity_attendance_org_status_recorded", "org_id", "status", "recorded_at", "id"
+        ),
+    )
 
     activity_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("activities.id", ondelete="CASCADE"))
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
+    # The activity's host (it never changes): whose officers confirm a pending check-in.
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(10))
     method: Mapped[str] = mapped_column(String(10))
     # When the member was there (the scan, possibly sent later), and when we learnt it.
@@ -195,6 +209,14 @@ class Attendance(UUIDMixin, Base):
     lng: Mapped[float | None]
     accuracy_m: Mapped[float | None]
     marked_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # How long after the scan the server received it (code and location check-ins).
+    delay_seconds: Mapped[int | None]
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    decision_comment: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class ActivityCredit(UUIDMixin, Base):

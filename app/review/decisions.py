@@ -5,7 +5,9 @@ RETURNING), so that of two concurrent writers exactly one wins: the second re-ch
 condition after the first commits and matches nothing.  A decision adds to that condition the
 officer's scope and "not the officer's own" (403 `review_own_forbidden`), and, when the officer
 sent one, the `If-Match` as a condition on the record's versions (412 `precondition_failed`,
-app/review/preconditions.py), so no pre-check can be raced past.  Each changed record gets an
+app/review/preconditions.py), so no pre-check can be raced past.  A kind with a limit of its
+own (`Reviewable.admit`, e.g. a contribution's hours per day) first locks the rows the decision
+would change, lets the limit refuse some, and decides the rest.  Each changed record gets an
 audit entry and an outbox event in the same transaction; nothing here commits.
 
 The owner's own moves on a record (withdraw, leave) go through the same `transition` and
@@ -25,7 +27,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from app.authz import Scope
 from app.core import clock
 from app.core.audit import audit
-from app.core.errors import ValidationFailed
+from app.core.errors import AppError, ValidationFailed
 from app.core.i18n import text
 from app.core.outbox import record_event
 from app.review import preconditions
@@ -142,10 +144,14 @@ async def _decide(
     to_state = kind.decisions[decision]
     now = clock.now()
     unchanged = preconditions.condition(kind.id, kind.versions, ids, if_match)
+    refused: Mapping[uuid.UUID, AppError] = {}
+    if kind.admit is not None:
+        decidable = await _lock_decidable(session, kind, actor_id, scope, ids, unchanged)
+        refused = await kind.admit(session, to_state, decidable)
     changed = await transition(
         session,
         kind,
-        ids,
+        [i for i in ids if i not in refused],
         from_state=PENDING,
         to_state=to_state,
         where=[*kind.decidable_by(actor_id, scope), unchanged],
@@ -177,7 +183,34 @@ async def _decide(
         if i in if_match and not preconditions.holds(versions, if_match[i])
     )
     others = {i: (status, owner) for i, (status, owner, _) in standing.items()}
-    return Outcome(to_state, actor_id, decided, others, stale)
+    return Outcome(to_state, actor_id, decided, others, stale, refused)
+
+
+async def _lock_decidable(
+    session: AsyncSession,
+    kind: Reviewable[Any],
+    actor_id: uuid.UUID,
+    scope: Scope,
+    ids: Sequence[uuid.UUID],
+    unchanged: ColumnElement[bool],
+) -> list[uuid.UUID]:
+    """Those of `ids` a decision would change (pending, decidable by the actor, at the
+    versions an `If-Match` names), their rows locked until commit (in id order, so that two
+    batches never wait for each other crosswise), in the order given.  An owner's edit waits
+    for the decision and then finds the record decided."""
+    stmt = (
+        select(kind.id)
+        .where(
+            kind.id.in_(ids),
+            kind.status == PENDING,
+            *kind.decidable_by(actor_id, scope),
+            unchanged,
+        )
+        .order_by(kind.id)
+        .with_for_update(of=kind.table)
+    )
+    found = set((await session.execute(stmt)).scalars())
+    return [i for i in ids if i in found]
 
 
 async def decide_one(

@@ -5,14 +5,15 @@ officer's own.  It decides some; for the others, the state they are in now says 
 unknown or out of scope (`not_found`), the officer's own and still pending
 (`review_own_forbidden`), changed since the officer read it, against an `If-Match`
 (`precondition_failed`), anything else not pending (`invalid_transition`, also the loser of a
-race).  One answer for a single decision (raised) and for a batch (a verdict per id).
+race).  A kind's own limit (`Reviewable.admit`) may refuse some with a problem of its own.
+One answer for a single decision (raised) and for a batch (a verdict per id).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
 from pydantic import BaseModel
@@ -52,25 +53,29 @@ class Outcome:
     others: dict[uuid.UUID, tuple[str, uuid.UUID]]
     # Those of them whose `If-Match` no longer holds.
     stale: frozenset[uuid.UUID] = frozenset()
+    # Ids the kind's own limit refused (`Reviewable.admit`), with the problem to answer.
+    refused: Mapping[uuid.UUID, AppError] = field(default_factory=dict)
 
-    def refusal(self, object_id: uuid.UUID) -> type[AppError] | None:
+    def refusal(self, object_id: uuid.UUID) -> AppError | None:
         """Why `object_id` was not decided; None when it was."""
         if object_id in self.decided:
             return None
+        if object_id in self.refused:
+            return self.refused[object_id]
         state = self.others.get(object_id)
         if state is None:
-            return NotFound
+            return NotFound()
         status, owner = state
         if owner == self.actor_id and status == PENDING:
-            return ReviewOwnForbidden
+            return ReviewOwnForbidden()
         if object_id in self.stale:
-            return PreconditionFailed
-        return InvalidTransition
+            return PreconditionFailed()
+        return InvalidTransition()
 
     def raise_unless_decided(self, object_id: uuid.UUID) -> None:
         refusal = self.refusal(object_id)
         if refusal is not None:
-            raise refusal()
+            raise refusal
 
     def state_of(self, object_id: uuid.UUID) -> str | None:
         """The state after the call, for the ids the officer may see."""

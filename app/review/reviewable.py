@@ -5,7 +5,8 @@ named and how the answer to a single decision is loaded.
 
 The review mechanism (`app.review.decisions`) knows nothing else about a kind; what is
 particular to one stays in its own description: a contribution's third decision, `return`, is
-one more entry of `decisions`; work that must happen with a decision goes into `on_decided`.
+one more entry of `decisions`; work that must happen with a decision goes into `on_decided`;
+a limit a decision must keep (a contribution's hours per day) into `admit`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.authz import Scope
+from app.core.errors import AppError
 from app.models.organization import Organization
 from app.review.outcome import PENDING
 
@@ -37,6 +39,11 @@ class Changed(NamedTuple):
 
 OnDecided = Callable[[AsyncSession, str, Sequence[Changed]], Awaitable[None]]
 """A kind's own work after records were decided into a state, in the same transaction."""
+
+Admit = Callable[[AsyncSession, str, Sequence[uuid.UUID]], Awaitable[Mapping[uuid.UUID, AppError]]]
+"""A kind's own limit on a decision into a state: given the records about to be decided (pending,
+decidable by the officer, their rows locked until commit, in the order given), the ones it
+refuses and why.  What it reads must be guarded by locks every other writer takes too."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +78,7 @@ class Reviewable(Generic[ItemT]):
     # The officer's view of one record, after a single decision.
     load: Callable[[AsyncSession, uuid.UUID], Awaitable[ItemT | None]]
     on_decided: OnDecided | None = None
+    admit: Admit | None = None
 
     def topic(self, to_state: str) -> str:
         """The audit action and outbox topic of a change into `to_state`: a record entering

@@ -358,6 +358,10 @@ class TestLateCheckIn:
         assert r.status_code == 201, r.text
         assert datetime.fromisoformat(r.json()["attended_at"]) == scanned
         assert datetime.fromisoformat(r.json()["recorded_at"]) == fake_clock()
+        # Recorded, but it waits for an officer to confirm it: no hours by itself.
+        assert r.json()["status"] == "pending"
+        assert r.json()["credited_hours"] == 0
+        assert await _credits(db, a["id"]) == []
 
     async def test_too_late(
         self, client: httpx.AsyncClient, db: AsyncSession, world: World, fake_clock: FakeClock
@@ -423,6 +427,8 @@ class TestLateCheckIn:
         )
         assert r.status_code == 201
         assert r.json()["method"] == "geo"
+        assert r.json()["status"] == "pending"
+        assert await _credits(db, a["id"]) == []
 
 
 class TestAttendanceMark:

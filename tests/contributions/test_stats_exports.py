@@ -60,6 +60,7 @@ async def seed_activity(db: AsyncSession, world: World, *, confirmed: int, prese
                 Attendance(
                     activity_id=activity.id,
                     user_id=user.id,
+                    org_id=activity.org_id,
                     status="present",
                     method="code",
                     attended_at=starts,
