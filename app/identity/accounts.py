@@ -18,8 +18,8 @@ from app.core.audit import audit
 from app.core.crypto import blind_index, encrypt, mask_id_number
 from app.core.errors import AppError, ValidationFailed
 from app.core.i18n import text
-from app.core.passwords import hash_password
-from app.core.throttle import hit
+from app.core.passwords import hash_password, require_strong_password
+from app.core.throttle import throttle_address
 from app.identity.schemas import MeRead, MeUpdate, OfficeRead, RegisterIn
 from app.models.enums import OfficerRole
 from app.models.organization import Officer, Organization
@@ -42,12 +42,11 @@ async def register(
     data: RegisterIn,
 ) -> MeRead:
     """Create a member account.  Registration answers whether a phone is taken, so attempts
-    are limited per client `address` (counted in the throttle's own transaction)."""
-    await hit(
-        factory,
-        "register:addr:" + blind_index(address, context="throttle.address"),
-        limit=settings.login_attempts_per_address,
-        window_seconds=settings.login_window_seconds,
+    are limited per client `address` (counted in the throttle's own transaction).  The
+    password must be strong (422 `weak_password`)."""
+    await throttle_address(factory, settings, action="register", address=address)
+    await require_strong_password(
+        data.password, min_score=settings.password_min_score, user_inputs=[data.phone, data.name]
     )
     taken = (
         await session.execute(select(User.id).where(User.phone == data.phone))
