@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     auth_attempts_per_address: int = Field(default=120, ge=1)
     auth_window_seconds: int = Field(default=300, ge=1)
     trust_forwarded_for: bool = False
+    # PATCH /me: requests that send an ID number, per account and day (the answer does not
+    # tell whether the number belongs to another account; this bounds the guessing anyway).
+    id_number_changes_per_day: int = Field(default=3, ge=1)
 
     # WeChat mini-program (app/integrations/wechat); the base URL points at `quyu fake-wechat`
     # on a developer's machine.
