@@ -155,6 +155,29 @@ class TestFailuresOnly:
         assert len(keys) == 3
         assert not any(user.phone in key or "10.6.0.1" in key for key in keys)
 
+    async def test_rows_that_hold_nothing_are_forgotten(
+        self,
+        client: httpx.AsyncClient,
+        db: AsyncSession,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        clock: FakeTime,
+    ) -> None:
+        user = await make_user(db)
+        for i in range(3):
+            await password_login(client, f"1370000000{i}", WRONG, **at("10.12.0.1"))
+        assert (await password_login(client, user.phone, **at("10.12.0.2"))).status_code == 200
+        async with sessionmaker() as s:
+            before = set((await s.execute(select(SignInFailure.key))).scalars())
+        # A day later the failures have leaked away; the success is remembered for 30 days.
+        clock.advance(86400)
+        await password_login(client, "13700000009", WRONG, **at("10.12.0.3"))
+        async with sessionmaker() as s:
+            rows = {r.key: r for r in (await s.execute(select(SignInFailure))).scalars()}
+        kept = before & set(rows)
+        assert len(kept) == 1
+        assert rows[kept.pop()].last_success_at is not None
+        assert len(rows) == 4  # the one remembered success, the new attempt's three
+
 
 @pytest.mark.usefixtures("policy")
 class TestStrangers:
