@@ -119,7 +119,9 @@ async def admit(
             rows[c.key].locked_until or 0.0 for c in held if not (known and c is attempt.phone)
         ]
         if max(until) > now:
-            retry_after = max(1, math.ceil(max(until) - now))
+            # `now` was read before the rows' locks were granted: a lock set meanwhile may
+            # reach a little past now + the cap.
+            retry_after = max(1, min(math.ceil(max(until) - now), settings.login_lock_max_seconds))
             raise Throttled(headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
         for counter in held:
             row = rows[counter.key]
