@@ -67,11 +67,32 @@ class Settings(BaseSettings):
     field_encryption_key: SecretStr | None = None
     blind_index_key: SecretStr | None = None
 
-    # Login throttling: attempts per window.
-    login_attempts_per_phone: int = Field(default=10, ge=1)
-    login_attempts_per_address: int = Field(default=50, ge=1)
-    login_window_seconds: int = Field(default=300, ge=1)
+    # Passwords: the zxcvbn score (0-4) a new password needs (app/core/passwords.py).
+    password_min_score: int = Field(default=3, ge=0, le=4)
+
+    # Password sign-in (app/core/signin_guard.py): failed sign-ins only are counted, per phone
+    # and address together, per phone, and per address (high: carrier NAT puts many members
+    # behind one address).  Past its allowance each further failure locks the key for twice as
+    # long as the one before (base, 2 x base, 4 x base, ...) up to the cap.  A counter forgets its
+    # allowance's worth of failures in `login_failure_decay_seconds`.  A success resets the
+    # counters of its phone, and an address that signed in to a phone successfully within
+    # `login_known_address_days` is not held by that phone's lock (only by its own pair's).
+    login_failures_per_pair: int = Field(default=5, ge=1)
+    login_failures_per_phone: int = Field(default=20, ge=1)
+    login_failures_per_address: int = Field(default=300, ge=1)
+    login_failure_decay_seconds: int = Field(default=3600, ge=1)
+    login_lock_base_seconds: int = Field(default=1, ge=1)
+    login_lock_max_seconds: int = Field(default=900, ge=1)
+    login_known_address_days: int = Field(default=30, ge=0)
+    # Other anonymous calls that cost a hash or a call to WeChat, or answer whether a phone is
+    # registered (register, client credentials, WeChat sign-in and bind): attempts per address
+    # in a fixed window.
+    auth_attempts_per_address: int = Field(default=120, ge=1)
+    auth_window_seconds: int = Field(default=300, ge=1)
     trust_forwarded_for: bool = False
+    # PATCH /me: requests that send an ID number, per account and day (the answer does not
+    # tell whether the number belongs to another account; this bounds the guessing anyway).
+    id_number_changes_per_day: int = Field(default=3, ge=1)
 
     # WeChat mini-program (app/integrations/wechat); the base URL points at `quyu fake-wechat`
     # on a developer's machine.

@@ -5,11 +5,12 @@
   one coming back revokes its whole session;
 - `client_credentials`: a city system obtains an access token for its scopes.
 
-The endpoint has no request-wide transaction: attempts are counted by the throttle in
-transactions of their own first (so that failures count too), then each grant runs in a
-short transaction of its own.  A replayed refresh token fails the request, yet the
-revocation of its session must stay: the failed exchange is rolled back first (which also
-releases SQLite's write lock), then the revocation commits in a second transaction.
+The endpoint has no request-wide transaction: a password attempt is counted by
+`app.core.signin_guard` in a transaction of its own first (as a failure, taken back when it
+signs in), then each grant runs in a short transaction of its own.  A replayed refresh
+token fails the request, yet the revocation of its session must stay: the failed exchange
+is rolled back first (which also releases SQLite's write lock), then the revocation commits
+in a second transaction.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.core import clock
-from app.core.crypto import blind_index, sha256_hex
+from app.core import clock, signin_guard
+from app.core.crypto import sha256_hex
 from app.core.passwords import verify_password
-from app.core.throttle import hit
+from app.core.throttle import throttle_address
 from app.core.tokens import issue_access_token, new_opaque
 from app.core.validators import normalize_mainland_mobile
 from app.db.session import separate_transaction
@@ -74,17 +75,21 @@ async def exchange(
             raise missing("username")
         if not form.password:
             raise missing("password")
-        await throttle_login(factory, settings, username=form.username, address=address)
+        attempt = await signin_guard.admit(
+            factory, settings, phone=_phone_or_none(form.username), address=address
+        )
         async with separate_transaction(
             factory, why="a sign-in, after its attempt was counted"
         ) as db:
-            return await password_grant(
+            tokens = await password_grant(
                 db,
                 settings=settings,
                 username=form.username,
                 password=form.password,
                 device=device_label(user_agent),
             )
+        await signin_guard.succeeded(factory, settings, attempt)
+        return tokens
     if form.grant_type == "refresh_token":
         if not form.refresh_token:
             raise missing("refresh_token")
@@ -95,34 +100,6 @@ async def exchange(
 
 
 # --- password ------------------------------------------------------------------------------
-
-
-async def throttle_login(
-    factory: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    *,
-    username: str | None,
-    address: str,
-) -> None:
-    """Count a password attempt per client address and per phone; 429 past either limit.
-
-    Keys hold keyed hashes, never the phone number or address itself.  Each count is its
-    own committed transaction, so failed attempts are counted too.
-    """
-    await hit(
-        factory,
-        "login:addr:" + blind_index(address, context="throttle.address"),
-        limit=settings.login_attempts_per_address,
-        window_seconds=settings.login_window_seconds,
-    )
-    phone = _phone_or_none(username)
-    if phone is not None:
-        await hit(
-            factory,
-            "login:phone:" + blind_index(phone, context="throttle.phone"),
-            limit=settings.login_attempts_per_phone,
-            window_seconds=settings.login_window_seconds,
-        )
 
 
 def _phone_or_none(username: str | None) -> str | None:
@@ -273,8 +250,8 @@ async def _client_credentials(
         client_id, client_secret = basic
     elif not client_id or client_secret is None:
         raise invalid_client()
-    # Verifying a secret costs an argon2 hash: limit attempts per address like logins.
-    await throttle_login(factory, settings, username=None, address=address)
+    # Verifying a secret costs an argon2 hash: attempts are limited per address.
+    await throttle_address(factory, settings, action="client", address=address)
     async with separate_transaction(factory, why="a client's sign-in, after it was counted") as db:
         return await client_credentials_grant(
             db, client_id=client_id, client_secret=client_secret, scope=form.scope

@@ -158,11 +158,19 @@ async def me_get(db: DbSession, me: CurrentMember) -> MeRead:
     "/me",
     tags=["me"],
     response_model=MeRead,
-    responses=problems(401, 403, 409, 422),
+    responses=problems(401, 403, 422, 429),
     summary="Change my profile (fields left out are kept, null clears)",
+    description=(
+        "An `id_number` is answered the same whether or not another account holds it: such "
+        "a number is kept aside, shown masked, for an officer to settle, and not stored on "
+        "the account. Requests that send an `id_number` are limited per account and day "
+        "(429 `too_many_requests` with Retry-After)."
+    ),
 )
-async def me_update(body: MeUpdate, db: DbSession, me: CurrentMember) -> MeRead:
-    return await accounts.update_profile(db, me.person, body)
+async def me_update(
+    body: MeUpdate, db: DbSession, me: CurrentMember, settings: AppSettings
+) -> MeRead:
+    return await accounts.update_profile(db, me.person, body, settings=settings)
 
 
 @router.get(

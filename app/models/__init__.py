@@ -4,9 +4,15 @@ from app.models.activity import Activity, ActivityCredit, Attendance, Signup  # 
 from app.models.auth import ApiClient, RefreshToken, UserSession
 from app.models.checkin import Checkin
 from app.models.contribution import Contribution, ContributionAttachment, ContributionDay  # noqa: F401
-from app.models.kit import AuditLog, IdempotencyRecord, OutboxEvent, RateLimitBucket
+from app.models.kit import (
+    AuditLog,
+    IdempotencyRecord,
+    OutboxEvent,
+    RateLimitBucket,
+    SignInFailure,
+)
 from app.models.organization import Officer, Organization
-from app.models.user import User
+from app.models.user import IdNumberClaim, User
 from app.models.wechat import (
     NotificationDelivery,
     NotificationEventSeen,
@@ -19,6 +25,7 @@ __all__ = [
     "ApiClient",
     "AuditLog",
     "Checkin",
+    "IdNumberClaim",
     "IdempotencyRecord",
     "NotificationDelivery",
     "NotificationEventSeen",
@@ -27,6 +34,7 @@ __all__ = [
     "OutboxEvent",
     "RateLimitBucket",
     "RefreshToken",
+    "SignInFailure",
     "User",
     "UserSession",
     "WechatAccessToken",

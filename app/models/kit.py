@@ -6,7 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UUIDMixin, utcnow
@@ -84,3 +93,22 @@ class RateLimitBucket(Base):
     window_start: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(default=0)
     expires_at: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class SignInFailure(Base):
+    """Failed sign-ins counted under one key (a phone with an address, a phone, an address),
+    shared by every worker process.  Times are seconds since the epoch.
+
+    `failures` leak away with time (see app/core/signin_guard.py); past the key's allowance
+    each further failure locks the key for a growing time (`locked_until`).  A pair row also
+    remembers the last successful sign-in from its address (`last_success_at`).  A row may be
+    deleted once `expires_at` has passed: it then holds nothing worth remembering."""
+
+    __tablename__ = "sign_in_failures"
+
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    last_failure_at: Mapped[float | None] = mapped_column(Float)
+    locked_until: Mapped[float | None] = mapped_column(Float)
+    last_success_at: Mapped[float | None] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

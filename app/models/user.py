@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import JSON, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, TimestampMixin, UUIDMixin, VersionMixin
+from app.db.base import Base, TimestampMixin, UUIDMixin, VersionMixin, utcnow
 
 
 class User(UUIDMixin, TimestampMixin, VersionMixin, Base):
@@ -36,3 +36,25 @@ class User(UUIDMixin, TimestampMixin, VersionMixin, Base):
     @property
     def role(self) -> str:
         return "admin" if self.is_admin else "member"
+
+
+class IdNumberClaim(Base):
+    """An ID number a member entered that another account holds already.
+
+    The member is answered as if it had been saved (and sees it masked on their profile), so
+    that `PATCH /me` cannot tell anyone whether a number belongs to a member; the number is
+    kept encrypted, not on the account, until an officer settles which account it belongs
+    to.  One claim per member; entering another number replaces it."""
+
+    __tablename__ = "id_number_claims"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    holder_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    id_number_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    id_number_index: Mapped[str] = mapped_column(String(64), index=True)
+    id_number_masked: Mapped[str] = mapped_column(String(18))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from app.authz.guards import CurrentMember
 from app.core.openapi import problems
 from app.deps import AppSettings, DbSession, SessionFactory
+from app.identity.router import client_address
 from app.identity.sessions import device_label
 from app.integrations.wechat.client import WechatClient
 from app.wechat import service
@@ -47,21 +48,26 @@ Wechat = Annotated[WechatClient, Depends(get_wechat)]
         "account: tokens (`bind_required: false`). Otherwise `bind_required: true` with a "
         "short-lived, single-use `bind_token` for `POST /auth/wechat/bind`. "
         "401 `wechat_code_invalid` for a bad or used code; 403 `wechat_user_blocked` when "
-        "WeChat flags the user; 429 and 503 `wechat_unavailable` when WeChat is busy or down."
+        "WeChat flags the user; 429 `too_many_requests` (with Retry-After) past the attempts "
+        "allowed per client address; 429 and 503 `wechat_unavailable` when WeChat is busy or "
+        "down."
     ),
 )
 async def auth_wechat(
     body: WechatLoginIn,
     request: Request,
     db: DbSession,
+    factory: SessionFactory,
     wechat: Wechat,
     settings: AppSettings,
 ) -> Response:
     result = await service.sign_in(
         db,
+        factory,
         wechat,
         body.code,
         settings=settings,
+        address=client_address(request, settings),
         device=device_label(request.headers.get("user-agent")),
     )
     out: WechatTokens | WechatBindRequired
@@ -91,7 +97,9 @@ async def auth_wechat(
         "button: binds the WeChat user to the account with that phone number, creating a "
         "member account when there is none, and returns tokens. 401 "
         "`wechat_bind_token_invalid` (invalid, used or expired) or `wechat_code_invalid` "
-        "(phone code); 409 `wechat_already_bound` when the account has another WeChat user."
+        "(phone code); 409 `wechat_already_bound` when the account has another WeChat user; "
+        "429 `too_many_requests` (with Retry-After) past the attempts allowed per client "
+        "address."
     ),
 )
 async def auth_wechat_bind(
@@ -109,6 +117,7 @@ async def auth_wechat_bind(
         bind_token=body.bind_token,
         phone_code=body.phone_code,
         settings=settings,
+        address=client_address(request, settings),
         device=device_label(request.headers.get("user-agent")),
     )
     assert tokens.refresh_token is not None

@@ -25,6 +25,7 @@ from app.core import clock
 from app.core.audit import audit
 from app.core.crypto import blind_index, encrypt, sha256_hex
 from app.core.errors import AppError, Forbidden, NotFound, Unauthorized, register_codes
+from app.core.throttle import throttle_address
 from app.core.tokens import new_opaque
 from app.core.validators import normalize_mainland_mobile
 from app.db.session import separate_transaction
@@ -78,15 +79,19 @@ def _bind_token_invalid() -> Unauthorized:
 
 async def sign_in(
     session: AsyncSession,
+    factory: async_sessionmaker[AsyncSession],
     wechat: WechatClient,
     code: str,
     *,
     settings: Settings,
+    address: str,
     device: str | None,
 ) -> IssuedTokens | BindTicket:
     """Trade the `wx.login` code for the WeChat user (before `session` is first used, so that
     no transaction is open while WeChat is called); tokens when this WeChat user is bound,
-    otherwise a bind ticket."""
+    otherwise a bind ticket.  Attempts are limited per client `address` (429), counted
+    before WeChat is called."""
+    await throttle_address(factory, settings, action="wechat", address=address)
     wx = await wechat.code_to_session(code)
     now = clock.now()
     index = openid_index(wx.openid)
@@ -167,6 +172,7 @@ async def bind(
     bind_token: str,
     phone_code: str,
     settings: Settings,
+    address: str,
     device: str | None,
 ) -> tuple[IssuedTokens, bool]:
     """Spend the bind token; bind its WeChat user to the account of the phone number behind
@@ -176,7 +182,9 @@ async def bind(
     The bind token is checked first, in a short transaction of its own (`factory`), so that a
     forged or spent token costs no call to WeChat (and does not use up the member's phone
     code); WeChat is then asked for the number before `session` is first used, so that no
-    transaction is open during the call."""
+    transaction is open during the call.  Attempts are limited per client `address` (429),
+    counted before anything else."""
+    await throttle_address(factory, settings, action="wechat-bind", address=address)
     await _require_live_bind_token(factory, bind_token)
     phone = await wechat.phone_number(phone_code)
     number = mainland_phone(phone)

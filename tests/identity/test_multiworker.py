@@ -46,9 +46,8 @@ pytestmark = [
 
 WORKERS = 2
 LIMIT_PER_PHONE = 5
-# One fixed window for the whole run (windows start at multiples of it since the epoch), so
-# that no counter resets halfway through a test.
-WINDOW_SECONDS = 10**9
+# A lock far longer than the run, so that none ends halfway through a test.
+LOCK_SECONDS = 10**6
 PASSWORD = "right-password-1"
 STARTUP_SECONDS = 30.0
 STOP_SECONDS = 20.0
@@ -214,9 +213,11 @@ async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
             "QUYU_BLIND_INDEX_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
             "QUYU_SECRETS_FILE": str(workdir / "secrets.json"),
             "QUYU_STORAGE_DIR": str(workdir / "uploads"),
-            "QUYU_LOGIN_ATTEMPTS_PER_PHONE": str(LIMIT_PER_PHONE),
-            "QUYU_LOGIN_ATTEMPTS_PER_ADDRESS": "100000",
-            "QUYU_LOGIN_WINDOW_SECONDS": str(WINDOW_SECONDS),
+            "QUYU_LOGIN_FAILURES_PER_PAIR": str(LIMIT_PER_PHONE),
+            "QUYU_LOGIN_FAILURES_PER_PHONE": str(LIMIT_PER_PHONE),
+            "QUYU_LOGIN_FAILURES_PER_ADDRESS": "100000",
+            "QUYU_LOGIN_LOCK_BASE_SECONDS": str(LOCK_SECONDS),
+            "QUYU_LOGIN_LOCK_MAX_SECONDS": str(LOCK_SECONDS),
             "QUYU_LOG_LEVEL": "WARNING",
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
         }
@@ -336,7 +337,7 @@ class TestLoginThrottleAcrossWorkers:
             )
             assert_oauth_error(r, 400, "invalid_grant")
         # Both refuse now, the second although it saw fewer than the limit itself, and even
-        # the right password: the limit counts attempts, not failures.
+        # the right password: a locked phone's password is not looked at.
         for worker in (workers[1], workers[0]):
             r = await _on(server, worker, "POST", "/auth/token", **_login_form(phone, "wrong-pw-1"))
             assert_problem(r, 429, "too_many_requests")

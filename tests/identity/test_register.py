@@ -117,7 +117,9 @@ class TestAuthRegister:
         app: FastAPI,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        monkeypatch.setattr(app.state.settings, "login_attempts_per_address", 2)
+        monkeypatch.setattr(app.state.settings, "auth_attempts_per_address", 2)
+        # One window for the whole test: no count resets halfway through.
+        monkeypatch.setattr(app.state.settings, "auth_window_seconds", 10**9)
         for phone in ("13912345670", "13912345671"):
             assert (
                 await client.post("/auth/register", json={**VALID, "phone": phone})
@@ -126,3 +128,67 @@ class TestAuthRegister:
         assert_problem(r, 429, "too_many_requests")
         assert int(r.headers["retry-after"]) >= 1
         assert await count_rows(sessionmaker, User) == 2
+
+
+class TestWeakPasswords:
+    """Passwords a guesser tries first are refused when set; the estimate knows the phone
+    number and the name of the account."""
+
+    @pytest.mark.parametrize(
+        ("password", "name"),
+        [
+            ("12345678", "李四"),
+            ("password", "李四"),
+            ("11111111", "李四"),
+            ("qwertyuiop", "李四"),
+            ("Passw0rd!", "李四"),
+            ("13912345678", "李四"),  # the phone number itself
+            ("+8613912345678", "李四"),
+            ("wangxiaoming", "Wangxiaoming"),  # the name
+            ("李四李四李四李四", "李四"),
+        ],
+    )
+    async def test_refused_and_nothing_written(
+        self,
+        client: httpx.AsyncClient,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        password: str,
+        name: str,
+    ) -> None:
+        r = await client.post("/auth/register", json={**VALID, "password": password, "name": name})
+        body = assert_problem(r, 422, "weak_password")
+        assert [e["field"] for e in body["errors"]] == ["password"]
+        assert body["errors"][0].keys() == {"field", "message"}  # the password is not echoed
+        assert await count_rows(sessionmaker, User) == 0
+
+    async def test_in_english(self, client: httpx.AsyncClient) -> None:
+        r = await client.post(
+            "/auth/register",
+            json={**VALID, "password": "12345678"},
+            headers={"Accept-Language": "en"},
+        )
+        body = assert_problem(r, 422, "weak_password")
+        assert body["title"].startswith("The password is too weak")
+        assert body["errors"][0]["message"].startswith("Too weak or too common")
+
+    async def test_a_name_alone_is_not_weak_for_someone_else(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        # The same word is refused as one's own name only.
+        r = await client.post(
+            "/auth/register", json={**VALID, "password": "wangxiaoming", "name": "李四"}
+        )
+        assert r.status_code == 201, r.text
+
+    async def test_the_threshold_is_a_setting(
+        self, client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(app.state.settings, "password_min_score", 4)
+        r = await client.post("/auth/register", json={**VALID, "password": "secret-pass-1"})
+        assert_problem(r, 422, "weak_password")
+        monkeypatch.setattr(app.state.settings, "password_min_score", 0)
+        r = await client.post("/auth/register", json={**VALID, "password": "12345678"})
+        assert r.status_code == 201, r.text
+        # Sign-in does not re-check the strength of a stored password.
+        monkeypatch.setattr(app.state.settings, "password_min_score", 4)
+        assert (await password_login(client, VALID["phone"], "12345678")).status_code == 200

@@ -388,6 +388,57 @@ class TestAuthWechatBind:
         assert await count(db, User) == 0
 
 
+class TestWechatThrottle:
+    """Both WeChat endpoints cost a call to WeChat and hand out tokens: attempts are limited
+    per client address, counted before WeChat is called."""
+
+    async def test_sign_in_flood_per_address(
+        self,
+        client: httpx.AsyncClient,
+        fake: FakeWechat,
+        app: FastAPI,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(app.state.settings, "auth_attempts_per_address", 3)
+        monkeypatch.setattr(app.state.settings, "auth_window_seconds", 10**9)
+        for i in range(3):
+            assert (await sign_in(client, f"flood{i}.1")).status_code == 200
+        calls = fake.calls(PATH_SESSION)
+        r = await sign_in(client, "flood9.1")
+        assert_problem(r, 429, "too_many_requests")
+        assert int(r.headers["retry-after"]) >= 1
+        assert fake.calls(PATH_SESSION) == calls  # WeChat was not asked
+        # Behind a trusted proxy, another address is not affected.
+        monkeypatch.setattr(app.state.settings, "trust_forwarded_for", True)
+        r = await client.post(
+            "/auth/wechat", json={"code": "flood8.1"}, headers={"X-Forwarded-For": "10.20.0.1"}
+        )
+        assert r.status_code == 200, r.text
+
+    async def test_bind_flood_per_address(
+        self,
+        client: httpx.AsyncClient,
+        fake: FakeWechat,
+        app: FastAPI,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(app.state.settings, "auth_attempts_per_address", 2)
+        monkeypatch.setattr(app.state.settings, "auth_window_seconds", 10**9)
+        for i in range(2):
+            r = await client.post(
+                "/auth/wechat/bind",
+                json={"bind_token": f"forged-{i}" + "x" * 40, "phone_code": "x.1"},
+            )
+            assert_problem(r, 401, "wechat_bind_token_invalid")
+        calls = fake.calls(PATH_PHONE)
+        r = await client.post(
+            "/auth/wechat/bind", json={"bind_token": "forged-9" + "x" * 40, "phone_code": "x.1"}
+        )
+        assert_problem(r, 429, "too_many_requests")
+        assert int(r.headers["retry-after"]) >= 1
+        assert fake.calls(PATH_PHONE) == calls
+
+
 class TestUnbind:
     async def test_unbinding_makes_the_next_sign_in_ask_to_bind(
         self, client: httpx.AsyncClient, db: AsyncSession, fake: FakeWechat
