@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from app.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.logging import configure_logging
-from app.core.middleware import ETagMiddleware, IdempotencyMiddleware, RequestContextMiddleware
+from app.core.middleware import ETagMiddleware, RequestContextMiddleware
 from app.core.openapi import install_openapi
 from app.core.setup import install
 from app.db.session import create_engine, create_sessionmaker
@@ -68,7 +68,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(ops_router)
     # Outermost first: context (id, logs, metrics, last-resort 500) wraps everything.
-    app.add_middleware(IdempotencyMiddleware, ttl_seconds=settings.idempotency_ttl_seconds)
     app.add_middleware(ETagMiddleware)
     app.add_middleware(RequestContextMiddleware)
     install_openapi(app)

@@ -28,9 +28,10 @@ from app.authz.guards import CurrentMember
 from app.core.openapi import problems
 from app.core.pagination import Page
 from app.deps import DbSession, Paging
+from app.idempotency import IdempotentRoute
 from app.models.activity import SignupStatus
 
-router = APIRouter(tags=["activities"])
+router = APIRouter(tags=["activities"], route_class=IdempotentRoute)
 
 
 @router.post(
