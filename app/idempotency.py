@@ -107,6 +107,7 @@ class _Pending:
 class _Context:
     request: Request
     mode: Mode
+    reads_body: bool  # the route has a body FastAPI read and parsed (JSON)
     pending: _Pending | None = None
 
 
@@ -178,7 +179,9 @@ async def _before(ctx: _Context) -> None:
     session: AsyncSession | None = getattr(request.state, "db_session", None)
     if session is None:  # an endpoint without the database keeps nothing
         return
-    request_hash = _request_hash(request, await request.body())
+    # A body the endpoint does not take is no part of what it does, and is never read here:
+    # the one FastAPI read for the endpoint is already in memory.
+    request_hash = _request_hash(request, await request.body() if ctx.reads_body else b"")
     if ctx.mode is Mode.CALLER:
         caller: str | None = getattr(request.state, "idempotency_caller", None)
         if caller is None:
@@ -330,7 +333,7 @@ class IdempotentRoute(APIRoute):
             if mode is None or HEADER not in request.headers:
                 response: Response = await handler(request)
                 return response
-            ctx = _Context(request=request, mode=mode)
+            ctx = _Context(request=request, mode=mode, reads_body=route.body_field is not None)
             token = _current.set(ctx)
             try:
                 try:

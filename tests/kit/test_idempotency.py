@@ -82,6 +82,12 @@ def kit_app(
             raise OperationalError("COMMIT", {}, sqlite3.OperationalError("database is locked"))
         return {"id": str(event.id), "name": thing.name}
 
+    @router.post("/touch", status_code=201)
+    async def touch(db: DbSession, who: CurrentPrincipal) -> dict[str, str]:
+        event = record_event(db, "thing.created", {"name": "touched"})
+        await db.flush()
+        return {"id": str(event.id)}
+
     @router.post("/secrets", status_code=201)
     async def create_secret(
         thing: Thing, response: Response, db: DbSession, who: CurrentPrincipal
@@ -159,6 +165,17 @@ class TestIdempotencyKey:
         assert "Idempotent-Replayed" not in first.headers
         assert await _events(db) == 1
         assert await _records(db) == 1
+
+    async def test_a_body_the_endpoint_does_not_take_is_not_read(
+        self, kit_client: httpx.AsyncClient, db: AsyncSession, auth: dict[str, str]
+    ) -> None:
+        headers = {**auth, "Idempotency-Key": "k-touch"}
+        first = await kit_client.post("/touch", headers=headers)
+        junk = await kit_client.post("/touch", content=b"x" * (2 * 1024 * 1024), headers=headers)
+        assert first.status_code == junk.status_code == 201
+        assert junk.headers["Idempotent-Replayed"] == "true"
+        assert junk.content == first.content
+        assert await _events(db) == 1
 
     async def test_same_key_other_body_is_422(
         self, kit_client: httpx.AsyncClient, db: AsyncSession, auth: dict[str, str]
