@@ -4,11 +4,13 @@ where the header is honoured and what it must look like."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from prometheus_client import REGISTRY
@@ -203,3 +205,22 @@ class TestOpenAPI:
         assert all(isinstance(r, IdempotentRoute) for r in posts), [
             r.path for r in posts if not isinstance(r, IdempotentRoute)
         ]
+
+
+@pytest.mark.postgres_only
+@pytest.mark.committing
+class TestConcurrentRegistrations:
+    async def test_duplicates_in_flight_all_answer_the_one_registration(
+        self, client: httpx.AsyncClient, db: AsyncSession
+    ) -> None:
+        """The losers fail on the taken phone (or on the key) once the winner commits, and
+        answer the winner's answer instead of 409 `phone_taken`."""
+        body = _registration()
+        headers = {"Idempotency-Key": "register-burst"}
+        answers = await asyncio.gather(
+            *(client.post("/auth/register", json=body, headers=headers) for _ in range(10))
+        )
+        assert [r.status_code for r in answers] == [201] * 10, [r.text for r in answers]
+        assert len({r.content for r in answers}) == 1
+        assert sum("Idempotent-Replayed" not in r.headers for r in answers) == 1
+        assert await _users(db, body["phone"]) == 1
