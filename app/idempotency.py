@@ -261,6 +261,14 @@ async def _keep(request: Request, pending: _Pending, response: Response) -> Resp
     """Step 2: the answer joins the work's transaction, which DbSession commits next."""
     if not _keepable(response):
         return response
+    try:
+        # The work's own pending changes first, so that their errors stay theirs.
+        await pending.session.flush()
+    except IntegrityError:
+        twin = await _twin_answer(request, pending)
+        if twin is None:
+            raise
+        return twin
     settings: Settings = request.app.state.settings
     pending.session.add(
         IdempotencyRecord(

@@ -30,6 +30,7 @@ from app.deps import DbSession
 from app.idempotency import IdempotentRoute, replays_anonymous
 from app.models.auth import UserSession
 from app.models.kit import IdempotencyRecord, OutboxEvent
+from app.models.user import User
 from tests.fixtures.factories import login, make_client, make_user
 from tests.fixtures.problems import assert_problem
 
@@ -82,6 +83,12 @@ def kit_app(
         if thing.name == "db-away":
             raise OperationalError("COMMIT", {}, sqlite3.OperationalError("database is locked"))
         return {"id": str(event.id), "name": thing.name}
+
+    @router.post("/people", status_code=201)
+    async def add_person(thing: Thing, db: DbSession, who: CurrentPrincipal) -> dict[str, str]:
+        # Not flushed: a taken phone fails when the work is flushed at the end.
+        db.add(User(phone=thing.name, name="重复", password_hash="x", skills=[]))
+        return {"phone": thing.name}
 
     @router.post("/touch", status_code=201)
     async def touch(db: DbSession, who: CurrentPrincipal) -> dict[str, str]:
@@ -210,6 +217,15 @@ class TestIdempotencyKey:
         again = await kit_client.post("/things", json={"name": "a"}, headers=headers)
         assert again.status_code == 201, again.text  # never 409 in flight
         assert await _events(db) == 1
+
+    async def test_a_bug_in_the_work_stays_a_500_not_an_idempotency_answer(
+        self, kit_client: httpx.AsyncClient, db: AsyncSession, auth: dict[str, str]
+    ) -> None:
+        taken = (await make_user(db)).phone
+        headers = {**auth, "Idempotency-Key": "k-dupe"}
+        r = await kit_client.post("/people", json={"name": taken}, headers=headers)
+        assert_problem(r, 500, "internal_error")
+        assert await _records(db) == 0
 
     async def test_refused_request_is_not_kept(
         self, kit_client: httpx.AsyncClient, db: AsyncSession, auth: dict[str, str]
