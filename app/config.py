@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
     idempotency_ttl_seconds: int = Field(default=86400, ge=60)
+    # Anonymous keyed requests (only where an endpoint opts in: POST /auth/register) are
+    # kept under this limit per client address; carrier NAT puts many people behind one.
+    idempotency_anonymous_per_address: int = Field(default=120, ge=1)
+    idempotency_anonymous_window_seconds: int = Field(default=3600, ge=1)
     log_level: str = "INFO"
     demo_password: str = "demo12345"  # noqa: S105  (documented demo credential)
 

@@ -24,10 +24,24 @@ async def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]
 
 
 async def get_session(
+    request: Request,
     factory: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)],
 ) -> AsyncIterator[AsyncSession]:
     async with session_scope(factory) as session:
+        # The request's one session, for the answer `Idempotency-Key` keeps in its
+        # transaction (app/idempotency.py).
+        request.state.db_session = session
         yield session
+
+
+def client_address(request: Request, settings: Settings) -> str:
+    """The caller's address; behind a trusted proxy, the one that proxy appended last."""
+    if settings.trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        last = forwarded.split(",")[-1].strip()
+        if last:
+            return last
+    return request.client.host if request.client else "unknown"
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -42,7 +56,8 @@ async def get_storage(request: Request) -> Storage:
     return storage
 
 
-# Committed when the endpoint function returns, before the response is sent.
+# Committed once the route handler has returned (the endpoint ran, its answer was serialized
+# and, for a keyed POST, kept in the same transaction), before the response is sent.
 DbSession = Annotated[AsyncSession, Depends(get_session, scope="function")]
 SessionFactory = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
 AppSettings = Annotated[Settings, Depends(get_app_settings)]

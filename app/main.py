@@ -14,7 +14,7 @@ from app.contributions.evidence import media
 from app.core.errors import install_error_handlers
 from app.core.limits import InputLimitsMiddleware
 from app.core.logging import configure_logging
-from app.core.middleware import ETagMiddleware, IdempotencyMiddleware, RequestContextMiddleware
+from app.core.middleware import ETagMiddleware, RequestContextMiddleware
 from app.core.openapi import install_openapi
 from app.core.setup import install
 from app.db.session import create_engine, create_sessionmaker
@@ -72,7 +72,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app.include_router(ops_router)
     # Innermost first: context (id, logs, metrics, last-resort 500) wraps everything; right
     # inside it the input limits, so that nothing reads a body before it is bounded.
-    app.add_middleware(IdempotencyMiddleware, ttl_seconds=settings.idempotency_ttl_seconds)
     app.add_middleware(ETagMiddleware)
     app.add_middleware(
         InputLimitsMiddleware,

@@ -8,8 +8,8 @@ By default a test runs inside one transaction that is rolled back at its end, so
 needs emptying afterwards.  The `_isolation` fixture takes one connection from the app's engine
 and BEGINs on it (on SQLite the app's engine makes that BEGIN IMMEDIATE: the test holds the
 write lock throughout).  For the length of the test the app's own sessionmaker
-(`app.state.sessionmaker`, the very object that requests, the idempotency middleware, the
-throttle, the WeChat token store and the worker reach) is re-bound to that connection with
+(`app.state.sessionmaker`, the very object that requests, the anonymous idempotency look-up,
+the throttle, the WeChat token store and the worker reach) is re-bound to that connection with
 `join_transaction_mode="create_savepoint"`, and so is the tests' `db` session: every
 `session.begin()` / `commit()` of the app becomes SAVEPOINT / RELEASE SAVEPOINT, every rollback
 a ROLLBACK TO SAVEPOINT, and what a request committed is seen by the next request and by `db`

@@ -14,9 +14,10 @@ from app.authz.guards import CurrentMember, OfficerOrg
 from app.core.openapi import problems
 from app.core.pagination import Page
 from app.deps import DbSession, Paging
+from app.idempotency import IdempotentRoute
 from app.models.activity import CoHostStatus
 
-router = APIRouter(tags=["activities"])
+router = APIRouter(tags=["activities"], route_class=IdempotentRoute)
 
 ActivityId = Annotated[uuid.UUID, Path(description="The activity the organization is invited to")]
 

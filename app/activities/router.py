@@ -33,9 +33,10 @@ from app.core.openapi import problems
 from app.core.pagination import Page
 from app.core.validators import FilterTime
 from app.deps import AppSettings, DbSession, Paging
+from app.idempotency import IdempotentRoute
 from app.models.activity import AttendanceStatus, SignupStatus
 
-router = APIRouter(tags=["activities"])
+router = APIRouter(tags=["activities"], route_class=IdempotentRoute)
 
 
 @router.post(

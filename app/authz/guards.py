@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Path
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
@@ -39,8 +39,18 @@ _bearer = HTTPBearer(auto_error=False, description="Access token from POST /auth
 
 
 async def get_principal(
+    request: Request,
     session: DbSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    principal = await _authenticate(session, credentials)
+    # Whose stored `Idempotency-Key` answers this request may replay (app/idempotency.py).
+    request.state.idempotency_caller = principal.idempotency_caller
+    return principal
+
+
+async def _authenticate(
+    session: DbSession, credentials: HTTPAuthorizationCredentials | None
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()

@@ -23,6 +23,14 @@ class Principal:
     scopes: frozenset[str] = field(default_factory=frozenset)
 
     @property
+    def idempotency_caller(self) -> str:
+        """Whose kept `Idempotency-Key` answers this caller may replay: the session of a
+        person (signed out, it replays nothing) or the city client."""
+        if self.client is not None:
+            return f"client:{self.client.client_id}"
+        return f"session:{self.session_id}"
+
+    @property
     def is_admin(self) -> bool:
         return self.user is not None and self.user.is_admin
 

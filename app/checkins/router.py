@@ -24,10 +24,11 @@ from app.checkins.schemas import (
 from app.core.openapi import problems
 from app.core.pagination import Page
 from app.deps import DbSession, Paging
+from app.idempotency import IdempotentRoute
 from app.models.enums import CheckinStatus
 from app.review.preconditions import IF_MATCH_DESCRIPTION
 
-router = APIRouter(tags=["checkins"])
+router = APIRouter(tags=["checkins"], route_class=IdempotentRoute)
 
 CheckinId = Annotated[uuid.UUID, Path(description="The check-in")]
 IfMatch = Annotated[

@@ -30,11 +30,12 @@ from app.core import clock
 from app.core.openapi import problems
 from app.core.pagination import Page
 from app.deps import AppSettings, DbSession, Paging
+from app.idempotency import IdempotentRoute
 from app.models.activity import Post
 from app.models.contribution import ContributionStatus
 from app.review.preconditions import IF_MATCH_DESCRIPTION
 
-router = APIRouter(tags=["contributions"])
+router = APIRouter(tags=["contributions"], route_class=IdempotentRoute)
 
 RecordId = Annotated[uuid.UUID, Path(description="The contribution")]
 OrgId = Annotated[uuid.UUID, Path(description="The organization whose subtree is read")]

@@ -18,6 +18,11 @@ from prometheus_client import (
 )
 
 REQUESTS = Counter("quyu_http_requests_total", "HTTP requests", ["method", "route", "status"])
+# Keyed POSTs by what became of the key (app/idempotency.py): stored, replayed, replayed_twin
+# (a concurrent duplicate answered the winner's answer), key_reused, key_invalid, in_flight.
+IDEMPOTENCY = Counter(
+    "quyu_idempotency_total", "Idempotency-Key outcomes", ["method", "route", "outcome"]
+)
 LATENCY = Histogram(
     "quyu_http_request_duration_seconds",
     "HTTP request latency",

@@ -1,5 +1,6 @@
 """Pure ASGI middleware: request context (id, language, access log, metrics, last-resort
-500), conditional GETs (ETag / If-None-Match) and idempotent POSTs (Idempotency-Key)."""
+500) and conditional GETs (ETag / If-None-Match).  `Idempotency-Key` is answered in the route
+layer, after authentication (app/idempotency.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,11 @@ import logging
 import re
 import time
 import uuid
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core import clock
 from app.core.errors import (
     PROBLEM_JSON,
     database_unavailable,
@@ -29,10 +25,7 @@ from app.core.errors import (
 from app.core.i18n import current_lang, negotiate
 from app.core.logging import request_id_var
 from app.core.metrics import LATENCY, REQUESTS
-from app.core.tokens import peek_subject
 from app.db.faults import is_unavailable
-from app.db.session import separate_transaction
-from app.models.kit import IdempotencyRecord
 
 access_log = logging.getLogger("quyu.access")
 error_log = logging.getLogger("quyu.errors")
@@ -40,7 +33,7 @@ error_log = logging.getLogger("quyu.errors")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
-def _route_template(scope: Scope) -> str:
+def route_template(scope: Scope) -> str:
     """The matched route's template as served, router prefixes included: a route included
     under a prefix knows only its own part ("/orgs/{org_id}"), and the prefix is the part of
     the request path before the segments that part matched.  No route here uses a `:path`
@@ -147,7 +140,7 @@ class RequestContextMiddleware:
                 )
         finally:
             elapsed = time.perf_counter() - started
-            route = _route_template(scope)
+            route = route_template(scope)
             method = scope["method"]
             REQUESTS.labels(method, route, str(status)).inc()
             LATENCY.labels(method, route).observe(elapsed)
@@ -218,204 +211,3 @@ def _etag_matches(header: str, etag: str) -> bool:
         return True
     candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
     return etag in candidates
-
-
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-_IDEMPOTENT_CONTENT = ("application/json", "application/x-www-form-urlencoded", "")
-_MAX_IDEMPOTENT_BODY = 1024 * 1024
-STALE_IN_FLIGHT = timedelta(minutes=5)
-_REPLAYED_HEADERS = ("content-type", "location", "etag")
-
-
-class IdempotencyMiddleware:
-    """`Idempotency-Key` on POST, kept per caller for 24 h in the database.
-
-    Same key and body: the first answer is replayed with `Idempotent-Replayed: true`; same key
-    with another body: 422 `idempotency_key_reused`; the first still in flight: 409
-    `idempotency_in_flight`.  Answers of 5xx are not kept, so the client may retry them.
-    """
-
-    def __init__(self, app: ASGIApp, *, ttl_seconds: int) -> None:
-        self.app = app
-        self.ttl = timedelta(seconds=ttl_seconds)
-
-    def _factory(self, scope: Scope) -> async_sessionmaker[AsyncSession]:
-        factory: async_sessionmaker[AsyncSession] = scope["app"].state.sessionmaker
-        return factory
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        key = headers.get("idempotency-key")
-        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if key is None or content_type not in _IDEMPOTENT_CONTENT:
-            await self.app(scope, receive, send)
-            return
-        if not _KEY.match(key):
-            await _send_json(send, 422, problem_body("idempotency_key_invalid", 422), [])
-            return
-
-        body, too_large = await _read_body(receive, _MAX_IDEMPOTENT_BODY)
-        if too_large:
-            await _send_json(send, 413, problem_body("payload_too_large", 413), [])
-            return
-        auth = headers.get("authorization", "")
-        subject = peek_subject(auth[7:]) if auth.lower().startswith("bearer ") else None
-        caller = subject or "anonymous"
-        digest = hashlib.sha256()
-        for part in (scope["method"], scope["path"], scope.get("query_string", b"").decode()):
-            digest.update(part.encode() + b"\0")
-        digest.update(body)
-        request_hash = digest.hexdigest()
-
-        factory = self._factory(scope)
-        claim = await self._claim(factory, caller, key, request_hash)
-        if isinstance(claim, IdempotencyRecord):
-            await self._replay(claim, request_hash, send)
-            return
-
-        record_id = claim
-        start: Message | None = None
-        chunks: list[bytes] = []
-
-        body_sent = False
-
-        async def replay_receive() -> Message:
-            nonlocal body_sent
-            if not body_sent:
-                body_sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        async def capture(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, replay_receive, capture)
-        except BaseException:
-            await self._forget(factory, record_id)
-            raise
-        if start is None or start["status"] >= 500 or _no_store(start):
-            # 5xx may be retried; `Cache-Control: no-store` answers (tokens) are never kept.
-            await self._forget(factory, record_id)
-            return
-        kept = {
-            k.decode().lower(): v.decode()
-            for k, v in start["headers"]
-            if k.decode().lower() in _REPLAYED_HEADERS
-        }
-        async with separate_transaction(factory, why="record the answer to replay") as session:
-            await session.execute(
-                update(IdempotencyRecord)
-                .where(IdempotencyRecord.id == record_id)
-                .values(
-                    state="done",
-                    status_code=start["status"],
-                    headers=kept,
-                    body=b"".join(chunks),
-                )
-            )
-
-    async def _claim(
-        self,
-        factory: async_sessionmaker[AsyncSession],
-        caller: str,
-        key: str,
-        request_hash: str,
-    ) -> uuid.UUID | IdempotencyRecord:
-        """Insert an in-flight record (ours to fill) or return the existing one."""
-        now = clock.now()
-        for _ in range(3):
-            try:
-                async with separate_transaction(
-                    factory, why="other requests must see the claim before the work starts"
-                ) as session:
-                    record = IdempotencyRecord(
-                        caller=caller,
-                        key=key,
-                        request_hash=request_hash,
-                        state="in_flight",
-                        expires_at=now + self.ttl,
-                    )
-                    session.add(record)
-                    await session.flush()
-                    return record.id
-            except IntegrityError:
-                pass
-            async with separate_transaction(factory, why="read the claim that won") as session:
-                existing = (
-                    await session.execute(
-                        select(IdempotencyRecord).where(
-                            IdempotencyRecord.caller == caller, IdempotencyRecord.key == key
-                        )
-                    )
-                ).scalar_one_or_none()
-                if existing is None:
-                    continue
-                stale = (
-                    existing.state == "in_flight" and existing.created_at < now - STALE_IN_FLIGHT
-                )
-                if existing.expires_at <= now or stale:
-                    await session.execute(
-                        delete(IdempotencyRecord).where(
-                            IdempotencyRecord.id == existing.id,
-                            IdempotencyRecord.created_at == existing.created_at,
-                        )
-                    )
-                    continue
-                return existing
-        raise RuntimeError("could not claim idempotency key")
-
-    async def _replay(self, record: IdempotencyRecord, request_hash: str, send: Send) -> None:
-        if record.request_hash != request_hash:
-            await _send_json(send, 422, problem_body("idempotency_key_reused", 422), [])
-            return
-        if record.state != "done" or record.status_code is None:
-            await _send_json(send, 409, problem_body("idempotency_in_flight", 409), [])
-            return
-        body = record.body or b""
-        headers = [(k.encode(), v.encode()) for k, v in (record.headers or {}).items()]
-        headers += [
-            (b"content-length", str(len(body)).encode()),
-            (b"idempotent-replayed", b"true"),
-        ]
-        await send(
-            {"type": "http.response.start", "status": record.status_code, "headers": headers}
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    async def _forget(
-        self, factory: async_sessionmaker[AsyncSession], record_id: uuid.UUID
-    ) -> None:
-        async with separate_transaction(factory, why="free the key of a failed request") as session:
-            await session.execute(
-                delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id)
-            )
-
-
-def _no_store(start: Message) -> bool:
-    return "no-store" in Headers(raw=start["headers"]).get("cache-control", "").lower()
-
-
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return b"", True
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks), False

@@ -78,7 +78,8 @@ def install_openapi(app: FastAPI) -> None:
             description=(
                 "Errors are RFC 9457 `application/problem+json` with a stable `code`. "
                 "Human text is zh-CN by default, English with `Accept-Language: en`. "
-                "Creating POSTs accept `Idempotency-Key`; single-resource GETs return `ETag`."
+                "Authenticated POSTs (and registration) accept `Idempotency-Key`; "
+                "single-resource GETs return `ETag`."
             ),
             routes=app.routes,
         )
@@ -95,18 +96,15 @@ def install_openapi(app: FastAPI) -> None:
                 if method in ("post", "put", "patch", "delete") and path.startswith("/api/"):
                     responses.setdefault("422", _problem_response(422))
                     if method == "post":
-                        op.setdefault("parameters", []).append(
-                            {
-                                "name": "Idempotency-Key",
-                                "in": "header",
-                                "required": False,
-                                "description": (
-                                    "Retry safely: the first answer is replayed for 24 h"
-                                ),
-                                "schema": {"type": "string", "maxLength": 255},
-                            }
-                        )
                         responses.setdefault("409", _problem_response(409))
+                if any(p.get("name") == "Idempotency-Key" for p in op.get("parameters", [])):
+                    # Declared by app.idempotency.IdempotentRoute where the key is honoured.
+                    for status, response in responses.items():
+                        if status.startswith("2"):
+                            response.setdefault("headers", {})["Idempotent-Replayed"] = {
+                                "description": "`true` on an answer replayed for a retry",
+                                "schema": {"type": "string", "enum": ["true"]},
+                            }
                 if "requestBody" in op:
                     # A body the framework cannot decode (invalid UTF-8, a broken multipart
                     # stream) is answered 400 before validation, by the framework itself.

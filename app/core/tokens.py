@@ -150,15 +150,6 @@ def decode_access_token(token: str, settings: Settings | None = None) -> AccessC
     )
 
 
-def peek_subject(token: str) -> str | None:
-    """The verified caller of a token, or None; used to scope idempotency keys."""
-    try:
-        claims = decode_access_token(token)
-    except TokenError:
-        return None
-    return f"{claims.kind}:{claims.subject}"
-
-
 def new_opaque(nbytes: int = 32) -> str:
     """A refresh token, bind token or client secret: random, URL-safe."""
     return secrets.token_urlsafe(nbytes)

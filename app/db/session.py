@@ -99,9 +99,9 @@ async def separate_transaction(
 
     Most work belongs in the request's one session (`app.deps.DbSession`), committed once at
     the end.  The few places that must not share its fate (a throttle counter that must count
-    a failed sign-in, an idempotency claim other requests must see at once, a worker's batch)
-    use this helper, and say `why` in a short phrase, which is also logged when the
-    transaction fails.
+    a failed sign-in, a worker's batch, an anonymous idempotency look-up made before the
+    endpoint's own throttle) use this helper, and say `why` in a short phrase, which is also
+    logged when the transaction fails.
 
     Open one only while the request's session holds no connection (before its first query or
     after it closed): on SQLite a process has one connection, and a second transaction asked

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Form, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from app.authz.guards import CurrentMember
-from app.config import Settings
 from app.core.errors import problem_body
 from app.core.openapi import problems
-from app.deps import AppSettings, DbSession, Paging, SessionFactory
+from app.deps import AppSettings, DbSession, Paging, SessionFactory, client_address
+from app.idempotency import IdempotentRoute, replays_anonymous
 from app.identity import accounts, grants, sessions
 from app.identity.oauth import OAuthError
 from app.identity.schemas import (
@@ -27,19 +27,9 @@ from app.identity.schemas import (
     TokenRequest,
 )
 
-router = APIRouter()
+router = APIRouter(route_class=IdempotentRoute)
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
-
-def client_address(request: Request, settings: Settings) -> str:
-    """The caller's address; behind a trusted proxy, the one that proxy appended last."""
-    if settings.trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        last = forwarded.split(",")[-1].strip()
-        if last:
-            return last
-    return request.client.host if request.client else "unknown"
 
 
 # --- auth ----------------------------------------------------------------------------------
@@ -53,6 +43,7 @@ def client_address(request: Request, settings: Settings) -> str:
     responses=problems(409, 422, 429),
     summary="Create a member account",
 )
+@replays_anonymous
 async def auth_register(
     body: RegisterIn,
     request: Request,

@@ -11,11 +11,12 @@ from app.authz.guards import CurrentMember, CurrentPrincipal, OfficerScope
 from app.core.openapi import problems
 from app.core.pagination import Page
 from app.deps import DbSession, Paging
+from app.idempotency import IdempotentRoute
 from app.models.enums import OrgKind, RegionType
 from app.orgs import directory, officers, structure
 from app.orgs.schemas import OfficerCreate, OfficerRead, OrgCreate, OrgListItem, OrgRead, OrgUpdate
 
-router = APIRouter(prefix="/orgs", tags=["orgs"])
+router = APIRouter(prefix="/orgs", tags=["orgs"], route_class=IdempotentRoute)
 
 
 @router.get(

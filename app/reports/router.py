@@ -13,13 +13,14 @@ from app.authz.guards import CurrentMember, OfficerOrg, officer_or_client_org
 from app.core.openapi import problems
 from app.core.validators import Day
 from app.deps import DbSession, SessionFactory
+from app.idempotency import IdempotentRoute
 from app.models.contribution import ContributionStatus
 from app.models.organization import Organization
 from app.reports import exports, stats
 from app.reports.schemas import ExportFormat, ExportKind, StatsRead
 
 # Both routes are listed under the tags they have always had in the API document.
-router = APIRouter(tags=["contributions"])
+router = APIRouter(tags=["contributions"], route_class=IdempotentRoute)
 
 STATS_READ = "stats:read"
 

@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 
 from app.authz.guards import CurrentMember
 from app.core.openapi import problems
-from app.deps import AppSettings, DbSession, SessionFactory
-from app.identity.router import client_address
+from app.deps import AppSettings, DbSession, SessionFactory, client_address
+from app.idempotency import IdempotentRoute
 from app.identity.sessions import device_label
 from app.integrations.wechat.client import WechatClient
 from app.wechat import service
@@ -24,7 +24,7 @@ from app.wechat.schemas import (
     WechatTokens,
 )
 
-router = APIRouter()
+router = APIRouter(route_class=IdempotentRoute)
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

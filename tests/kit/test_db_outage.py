@@ -122,3 +122,92 @@ async def test_a_wrong_query_stays_a_logged_500(caplog: pytest.LogCaptureFixture
     assert len(errors) == 1
     assert errors[0].levelno == logging.ERROR
     assert errors[0].exc_info is not None
+
+
+@pytest.mark.postgres_only
+@pytest.mark.committing
+async def test_a_keyed_request_cut_off_from_the_database_leaves_its_key_free(
+    db: AsyncSession,
+) -> None:
+    """The database goes away while a keyed request is at work (its changes flushed, not
+    committed): 503, nothing kept, and once it is back the same retry runs and is kept."""
+    import asyncio
+
+    from sqlalchemy import func, select
+
+    from app.config import get_settings
+    from app.db.session import create_engine, create_sessionmaker
+    from app.models.kit import IdempotencyRecord, OutboxEvent
+    from tests.conftest import DATABASE_URL
+    from tests.fixtures.proxy import TcpProxy
+    from tests.kit.test_idempotency import kit_app
+
+    headers = {**await login(db, await make_user(db)), "Idempotency-Key": "cut-1"}
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    url = DATABASE_URL.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+    settings = get_settings().model_copy(update={"database_url": url})
+    engine = create_engine(settings)
+    gate = asyncio.Event()
+    app = kit_app(create_sessionmaker(engine), settings, gate, [])
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+    async def counts() -> tuple[int, int]:
+        events = select(func.count(OutboxEvent.id)).where(OutboxEvent.topic == "thing.created")
+        kept = select(func.count(IdempotencyRecord.id))
+        return (await db.execute(events)).scalar_one(), (await db.execute(kept)).scalar_one()
+
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://kit") as c:
+            first = asyncio.create_task(c.post("/things", json={"name": "slow"}, headers=headers))
+            await asyncio.sleep(0.5)  # authenticated, its event flushed, waiting at the gate
+            await proxy.stop()
+            gate.set()
+            _assert_unavailable(await first)
+            assert await counts() == (0, 0)
+
+            await proxy.start()
+            retry = await c.post("/things", json={"name": "slow"}, headers=headers)
+            assert retry.status_code == 201, retry.text  # never 409: nothing blocks the key
+            assert "Idempotent-Replayed" not in retry.headers
+            again = await c.post("/things", json={"name": "slow"}, headers=headers)
+            assert again.headers["Idempotent-Replayed"] == "true"
+            assert again.content == retry.content
+            await db.commit()
+            assert await counts() == (1, 1)
+    finally:
+        await proxy.stop()
+        await engine.dispose()
+
+
+@pytest.mark.postgres_only
+@pytest.mark.committing
+async def test_a_keyed_registration_while_the_database_is_away_can_be_retried() -> None:
+    from app.config import get_settings
+    from app.main import create_app
+    from tests.conftest import DATABASE_URL
+    from tests.fixtures.factories import next_phone
+    from tests.fixtures.proxy import TcpProxy
+
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    url = DATABASE_URL.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
+    app = create_app(get_settings().model_copy(update={"database_url": url}), configure_logs=False)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    body = {"phone": next_phone(), "password": "long-enough-1", "name": "断库"}
+    headers = {"Idempotency-Key": "away-1"}
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://t/api/v1") as c,
+        ):
+            await proxy.stop()
+            _assert_unavailable(await c.post("/auth/register", json=body, headers=headers))
+            await proxy.start()
+            first = await c.post("/auth/register", json=body, headers=headers)
+            assert first.status_code == 201, first.text
+            again = await c.post("/auth/register", json=body, headers=headers)
+            assert again.headers["Idempotent-Replayed"] == "true"
+            assert again.content == first.content
+    finally:
+        await proxy.stop()

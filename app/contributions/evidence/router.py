@@ -18,8 +18,9 @@ from app.contributions.evidence import media, service
 from app.contributions.evidence.schemas import AttachmentRead
 from app.core.openapi import problems
 from app.deps import AppStorage, DbSession
+from app.idempotency import IdempotentRoute
 
-router = APIRouter()
+router = APIRouter(route_class=IdempotentRoute)
 
 RecordId = Annotated[uuid.UUID, Path(description="The contribution")]
 AttachmentId = Annotated[uuid.UUID, Path(description="The attachment")]
