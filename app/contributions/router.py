@@ -29,6 +29,7 @@ from app.contributions.schemas import (
 from app.core import clock
 from app.core.openapi import problems
 from app.core.pagination import Page
+from app.core.urls import public_url
 from app.deps import AppSettings, DbSession, Paging
 from app.models.activity import Post
 from app.models.contribution import ContributionStatus
@@ -70,7 +71,9 @@ async def contributions_create(
     created = await service.submit(
         session, principal.person, data, max_age_days=settings.contribution_max_age_days
     )
-    response.headers["Location"] = str(request.url_for("contributions_get", record_id=created.id))
+    response.headers["Location"] = public_url(
+        settings, request, "contributions_get", record_id=created.id
+    )
     return created
 
 

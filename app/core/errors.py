@@ -25,6 +25,8 @@ CATALOG: dict[str, tuple[int, str, str]] = {
     # A body that cannot be decoded at all (not UTF-8, a broken multipart stream).
     "malformed_body": (400, "请求体无法解析", "The request body cannot be decoded"),
     "bad_request": (400, "请求有误", "Bad request"),
+    # The Host header names none of the hosts this service answers to (QUYU_ALLOWED_HOSTS).
+    "host_not_allowed": (400, "请求的主机名无效", "The requested host is not served here"),
     "unauthorized": (401, "未登录或登录已失效", "Authentication required"),
     "token_invalid": (401, "访问令牌无效或已过期", "The access token is invalid or expired"),
     "forbidden": (403, "无权执行此操作", "You may not do this"),

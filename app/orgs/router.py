@@ -10,7 +10,8 @@ from fastapi import APIRouter, Query, Request, Response, status
 from app.authz.guards import CurrentMember, CurrentPrincipal, OfficerScope
 from app.core.openapi import problems
 from app.core.pagination import Page
-from app.deps import DbSession, Paging
+from app.core.urls import public_url
+from app.deps import AppSettings, DbSession, Paging
 from app.models.enums import OrgKind, RegionType
 from app.orgs import directory, officers, structure
 from app.orgs.schemas import OfficerCreate, OfficerRead, OrgCreate, OrgListItem, OrgRead, OrgUpdate
@@ -97,9 +98,10 @@ async def orgs_create(
     body: OrgCreate,
     request: Request,
     response: Response,
+    settings: AppSettings,
 ) -> OrgRead:
     org = await structure.create_org(session, principal, scope, body)
-    response.headers["Location"] = str(request.url_for("orgs_get", org_id=str(org.id)))
+    response.headers["Location"] = public_url(settings, request, "orgs_get", org_id=org.id)
     return org
 
 
