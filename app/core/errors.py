@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
+from functools import lru_cache
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from app.core.i18n import current_lang, negotiate
 from app.db.faults import is_unavailable
@@ -258,6 +262,24 @@ def database_unavailable(exc: BaseException) -> tuple[int, dict[str, Any], dict[
     )
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path is served with.  The router answers 405 from the first
+    route whose path matched, which knows only its own method; a path served by several
+    routes (GET and PATCH /me) must list them all in `Allow`."""
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        template, route_methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if isinstance(template, str) and route_methods and _path_regex(template).match(path):
+            methods.update(route_methods)
+    return sorted(methods)
+
+
+@lru_cache(maxsize=1024)
+def _path_regex(template: str) -> re.Pattern[str]:
+    return compile_path(template)[0]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
@@ -283,6 +305,8 @@ def install_error_handlers(app: FastAPI) -> None:
             503: "service_unavailable",
         }.get(exc.status_code, "internal_error" if exc.status_code >= 500 else "bad_request")
         headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         if exc.status_code == 401:
             headers.setdefault("WWW-Authenticate", 'Bearer realm="quyu"')
         return problem_response(code, exc.status_code, headers=headers)
