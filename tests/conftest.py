@@ -87,6 +87,7 @@ os.environ.update(
         # The hosts the suite's clients name (http://test, http://t, …); servers it starts
         # as processes are reached at 127.0.0.1.
         "QUYU_ALLOWED_HOSTS": "test,t,kit,localhost,127.0.0.1,testserver",
+        "QUYU_PUBLIC_BASE_URL": "http://test",
     }
 )
 

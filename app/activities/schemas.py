@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -199,12 +199,37 @@ class AttendanceCode(BaseModel):
     window_seconds: int
 
 
+# Either a code, or all three parts of a location fix: the rule `attendance` checks, declared.
+CODE_OR_FIX: dict[str, Any] = {
+    "anyOf": [
+        {
+            "required": ["code"],
+            "properties": {
+                "code": {"type": "string"},
+                "lat": {"type": "null"},
+                "lng": {"type": "null"},
+                "accuracy_m": {"type": "null"},
+            },
+        },
+        {
+            "required": ["lat", "lng", "accuracy_m"],
+            "properties": {
+                "code": {"type": "null"},
+                "lat": {"type": "number"},
+                "lng": {"type": "number"},
+                "accuracy_m": {"type": "number"},
+            },
+        },
+    ]
+}
+
+
 class AttendanceCreate(BaseModel):
     """Either `{code}` (the rotating code shown on site) or `{lat, lng, accuracy_m}` (a
     location fix inside the geofence).  `scanned_at`: when the scan or fix was taken, for
     check-ins sent later from a weak network (at most 24 h late)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=CODE_OR_FIX)
 
     code: Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)] | None = None
     lat: Latitude | None = None

@@ -69,7 +69,8 @@ async def checkins_create(
 
 
 @router.get(
-    "/checkins/{checkin_id}",
+    # `:uuid`: POST /checkins/review shares the shape; GET /checkins/review is then a 405.
+    "/checkins/{checkin_id:uuid}",
     response_model=CheckinRead,
     responses=problems(401, 403, 404),
     summary="One of my check-ins",

@@ -78,7 +78,8 @@ async def contributions_create(
 
 
 @router.get(
-    "/contributions/{record_id}",
+    # `:uuid`: POST /contributions/review shares the shape; other methods on it are 405s.
+    "/contributions/{record_id:uuid}",
     response_model=ContributionRead,
     responses=problems(401, 403, 404),
     summary="One of my records (manual or an activity credit)",
@@ -127,7 +128,8 @@ async def me_contributions_summary(
 
 
 @router.patch(
-    "/contributions/{record_id}",
+    # `:uuid`: POST /contributions/review shares the shape; other methods on it are 405s.
+    "/contributions/{record_id:uuid}",
     response_model=ContributionRead,
     responses=problems(401, 403, 404, 409, 422),
     summary="Edit my pending or returned record (a returned one is resubmitted)",

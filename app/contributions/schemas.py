@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.core.i18n import text
+from app.core.schema_rules import UNIQUE, required_when
 from app.models.activity import Post
 from app.models.contribution import ContributionSource, ContributionStatus
 
@@ -20,6 +21,8 @@ Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, m
 
 MAX_BATCH = 100
 MAX_HOURS_PER_DAY = 24
+# What `_check_hours` accepts, declared.
+HOURS_SCHEMA: dict[str, Any] = {"exclusiveMinimum": 0, "maximum": 24, "multipleOf": 0.5}
 
 
 def half_hours_of(hours: float) -> int:
@@ -47,7 +50,10 @@ class ContributionCreate(_Input):
     title: Title
     description: Description | None = None
     occurred_on: date = Field(description="Local (Asia/Shanghai) date; not in the future")
-    hours: float = Field(description="Positive, in steps of 0.5; at most 24 a day per member")
+    hours: float = Field(
+        description="Positive, in steps of 0.5; at most 24 a day per member",
+        json_schema_extra=HOURS_SCHEMA,
+    )
     org_id: uuid.UUID = Field(
         description="An organization where the member is approved, or their record organization"
     )
@@ -63,7 +69,7 @@ class ContributionUpdate(_Input):
     title: Title | None = None
     description: Description | None = None
     occurred_on: date | None = None
-    hours: float | None = None
+    hours: float | None = Field(default=None, json_schema_extra=HOURS_SCHEMA)
     org_id: uuid.UUID | None = None
 
     @field_validator("hours")
@@ -81,7 +87,12 @@ class ContributionReasoned(_Input):
 
 
 class ContributionReview(_Input):
-    ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=required_when("decision", ["reject", "return"], "comment"),
+    )
+
+    ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH, json_schema_extra=UNIQUE)
     decision: Literal["approve", "reject", "return"]
     comment: Comment | None = Field(
         default=None,

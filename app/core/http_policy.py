@@ -37,6 +37,9 @@ class SecurityHeadersMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
+                # A copy: inner middleware keep the message they sent (the idempotency store
+                # reads its headers afterwards) and must not see these.
+                message = {**message, "headers": list(message.get("headers", []))}
                 headers = MutableHeaders(scope=message)
                 headers["X-Content-Type-Options"] = "nosniff"
                 if authenticated:

@@ -27,6 +27,9 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = Field(default=None, description="Present on 422")
 
 
+# The keys IdempotencyMiddleware accepts (app/core/middleware.py): printable ASCII, no space.
+IDEMPOTENCY_KEY_PATTERN = "^[!-~]+$"
+
 _DESCRIPTIONS = {
     400: "Bad request",
     401: "Missing, expired or forged access token",
@@ -98,7 +101,14 @@ def install_openapi(app: FastAPI) -> None:
                                 "description": (
                                     "Retry safely: the first answer is replayed for 24 h"
                                 ),
-                                "schema": {"type": "string", "maxLength": 255},
+                                # Printable ASCII without spaces, as the middleware
+                                # accepts (422 `idempotency_key_invalid` otherwise).
+                                "schema": {
+                                    "type": "string",
+                                    "minLength": 1,
+                                    "maxLength": 255,
+                                    "pattern": IDEMPOTENCY_KEY_PATTERN,
+                                },
                             }
                         )
                         responses.setdefault("409", _problem_response(409))

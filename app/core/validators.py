@@ -6,7 +6,7 @@ from typing import Annotated
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
 
@@ -42,7 +42,27 @@ def normalize_id_number(value: str) -> str:
     return compact.upper()
 
 
+# Declared in the OpenAPI document: an 11-digit mainland mobile number as the numbering plan
+# allots them (libphonenumber's own pattern), optionally after +86.  The server also takes the
+# usual spellings with spaces or dashes.
+def _mobile_pattern() -> str:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region("CN")
+    national = metadata.mobile.national_number_pattern if metadata and metadata.mobile else None
+    return f"^(?:\\+86)?(?:{national or '1[0-9]{10}'})$"
+
+
+MOBILE_PATTERN = _mobile_pattern()
 MobilePhone = Annotated[
-    str, StringConstraints(max_length=20), AfterValidator(normalize_mainland_mobile)
+    str,
+    StringConstraints(max_length=20),
+    AfterValidator(normalize_mainland_mobile),
+    Field(json_schema_extra={"pattern": MOBILE_PATTERN}),
 ]
-IdNumber = Annotated[str, StringConstraints(max_length=18), AfterValidator(normalize_id_number)]
+# 17 digits and a check character; the checksum, the region and the birth date are checked too.
+ID_NUMBER_PATTERN = "^[0-9]{17}[0-9Xx]$"
+IdNumber = Annotated[
+    str,
+    StringConstraints(max_length=18),
+    AfterValidator(normalize_id_number),
+    Field(json_schema_extra={"pattern": ID_NUMBER_PATTERN}),
+]

@@ -18,6 +18,7 @@ from pydantic import (
 
 from app.core import clock
 from app.core.openapi import Problem
+from app.core.schema_rules import not_both, not_nullable, rules
 from app.core.validators import IdNumber, MobilePhone
 from app.models.enums import Gender, OfficerRole, PartyStatus
 
@@ -78,7 +79,10 @@ class MeRead(BaseModel):
 class MeUpdate(BaseModel):
     """Fields to change; a field set to null is cleared, a field left out is kept."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=rules(not_nullable("name"), not_both("record_org_id", "record_org_name")),
+    )
 
     name: Name | None = None
     gender: Gender | None = None

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app.authz.guards import CurrentMember, CurrentPrincipal, OfficerScope
+from app.core.geo import NEAR_PATTERN
 from app.core.openapi import problems
 from app.core.pagination import Page
 from app.core.urls import public_url
@@ -46,7 +47,12 @@ async def orgs_list(
         str | None, Query(min_length=1, max_length=50, description="Name contains (any case)")
     ] = None,
     near: Annotated[
-        str | None, Query(max_length=64, description="`lat,lng` in degrees, e.g. `29.6,121.4`")
+        str | None,
+        Query(
+            max_length=64,
+            pattern=NEAR_PATTERN,
+            description="`lat,lng` in degrees, e.g. `29.6,121.4`",
+        ),
     ] = None,
     radius_km: Annotated[
         float | None,

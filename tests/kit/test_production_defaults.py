@@ -197,8 +197,9 @@ class TestLocation:
         assert r.status_code == 201, r.text
         assert r.headers["Location"] == f"{PUBLIC}/quyu/api/v1/orgs/{r.json()['id']}"
 
-    async def test_development_default(self, client: httpx.AsyncClient, tree: Tree) -> None:
-        r = await client.post("/orgs", headers=tree.h_s1, json=regional(tree.s1))
+    async def test_development_default(self, app: FastAPI, tree: Tree) -> None:
+        async with client_of(sibling(app, public_base_url=None), "test") as c:
+            r = await c.post("/api/v1/orgs", headers=tree.h_s1, json=regional(tree.s1))
         assert r.status_code == 201, r.text
         assert r.headers["Location"] == f"http://127.0.0.1:8000/api/v1/orgs/{r.json()['id']}"
 
