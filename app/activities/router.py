@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
@@ -28,6 +27,7 @@ from app.authz.guards import CurrentMember
 from app.core.geo import NEAR_PATTERN
 from app.core.openapi import problems
 from app.core.pagination import Page
+from app.core.validators import IsoDateTime
 from app.deps import DbSession, Paging
 from app.models.activity import SignupStatus
 
@@ -86,11 +86,11 @@ async def activities_list(
     page: Paging,
     org_id: Annotated[uuid.UUID | None, Query(description="Hosted or co-hosted by")] = None,
     starts_from: Annotated[
-        datetime | None, Query(alias="from", description="Starting at or after")
+        IsoDateTime | None, Query(alias="from", description="Starting at or after")
     ] = None,
-    starts_before: Annotated[datetime | None, Query(alias="to", description="Starting before")] = (
-        None
-    ),
+    starts_before: Annotated[
+        IsoDateTime | None, Query(alias="to", description="Starting before")
+    ] = (None),
     category: Category | None = None,
     near: Annotated[
         str | None,

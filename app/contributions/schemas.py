@@ -44,7 +44,22 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _category_of_its_post(schema: dict[str, Any]) -> None:
+    """A category is one of its post's (GET /contribution-categories), declared."""
+    from app.contributions.categories import CATEGORIES
+
+    schema.setdefault("allOf", []).extend(
+        {
+            "if": {"properties": {"post": {"const": post.value}}, "required": ["post"]},
+            "then": {"properties": {"category": {"enum": [c.code for c in categories]}}},
+        }
+        for post, categories in CATEGORIES.items()
+    )
+
+
 class ContributionCreate(_Input):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_category_of_its_post)
+
     post: Post = Field(description="enterprise (企业职责岗) or community (社会义务岗)")
     category: CategoryCode = Field(description="A code of GET /contribution-categories")
     title: Title
@@ -63,6 +78,8 @@ class ContributionCreate(_Input):
 
 class ContributionUpdate(_Input):
     """Any subset of the fields; a returned record goes back to pending."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_category_of_its_post)
 
     post: Post | None = None
     category: CategoryCode | None = None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from datetime import date, datetime
 from typing import Annotated
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
 
@@ -29,6 +31,19 @@ def normalize_mainland_mobile(value: str) -> str:
     if len(national) != 11:
         raise ValueError("not a valid mainland mobile number")
     return national
+
+
+def _not_a_timestamp(value: object) -> object:
+    """Query values are text, and pydantic reads a number as Unix time: "0.5" would pass as a
+    date-time.  The document says ISO 8601 (`format: date-time` / `date`); so does the server."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        raise ValueError("expected an ISO 8601 date or date-time")
+    return value
+
+
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+IsoDateTime = Annotated[datetime, BeforeValidator(_not_a_timestamp)]
+IsoDate = Annotated[date, BeforeValidator(_not_a_timestamp)]
 
 
 def normalize_id_number(value: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -128,12 +128,22 @@ class LogoutIn(BaseModel):
     refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
+def _grant_type_required(schema: dict[str, Any]) -> None:
+    schema.setdefault("required", []).append("grant_type")
+
+
 class TokenRequest(BaseModel):
     """RFC 6749 token request, form-encoded.  Parameters are checked by the endpoint itself so
     that every problem is answered in RFC 6749 form; unknown parameters are ignored."""
 
+    model_config = ConfigDict(json_schema_extra=_grant_type_required)
+
+    # Declared required and one of three; the endpoint itself answers 400 `invalid_request`
+    # or `unsupported_grant_type` in RFC 6749 form when it is not.
     grant_type: str | None = Field(
-        default=None, description="password, refresh_token or client_credentials"
+        default=None,
+        description="password, refresh_token or client_credentials",
+        json_schema_extra={"enum": ["password", "refresh_token", "client_credentials"]},
     )
     username: str | None = Field(default=None, description="Phone number (password grant)")
     password: str | None = Field(default=None, description="Password (password grant)")

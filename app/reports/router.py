@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -12,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from app.authz.guards import CurrentMember, OfficerOrg, officer_or_client_org
 from app.core.openapi import problems
+from app.core.validators import IsoDate
 from app.deps import DbSession, SessionFactory
 from app.models.contribution import ContributionStatus
 from app.models.organization import Organization
@@ -38,9 +38,9 @@ async def orgs_stats(
     org: StatsOrg,
     session: DbSession,
     from_: Annotated[
-        date | None, Query(alias="from", description="First local day (default: 1 January)")
+        IsoDate | None, Query(alias="from", description="First local day (default: 1 January)")
     ] = None,
-    to: Annotated[date | None, Query(description="Last local day (default: today)")] = None,
+    to: Annotated[IsoDate | None, Query(description="Last local day (default: today)")] = None,
 ) -> StatsRead:
     return await stats.org_stats(session, org, from_, to)
 
@@ -70,8 +70,8 @@ async def orgs_exports_get(
     status: Annotated[
         ContributionStatus | None, Query(description="contributions: only this state")
     ] = None,
-    from_: Annotated[date | None, Query(alias="from", description="First local day")] = None,
-    to: Annotated[date | None, Query(description="Last local day")] = None,
+    from_: Annotated[IsoDate | None, Query(alias="from", description="First local day")] = None,
+    to: Annotated[IsoDate | None, Query(description="Last local day")] = None,
 ) -> StreamingResponse:
     """Phone and ID numbers masked, headers in Chinese; every export is written to the audit
     log (who exported what, PIPL)."""
