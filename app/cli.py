@@ -65,8 +65,9 @@ def serve(
     settings = _settings()  # fail fast on bad configuration, before forking workers
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="quyu-metrics-")
+    docs = " (docs at /docs)" if settings.docs_served else ""
     console.print(
-        f"[bold]quyu[/] on http://{host}:{port} (docs at /docs), {workers} worker(s), "
+        f"[bold]quyu[/] on http://{host}:{port}{docs}, {workers} worker(s), "
         f"database {settings.database_url.split('://')[0]}"
     )
     uvicorn.run(

@@ -13,12 +13,16 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
+# Outside production, with QUYU_PUBLIC_BASE_URL / QUYU_ALLOWED_HOSTS unset: `make run`.
+DEV_BASE_URL = "http://127.0.0.1:8000"
+DEV_ALLOWED_HOSTS = ("localhost", "*.localhost", "127.0.0.1", "::1")
 WEAK_SECRETS = {"secret", "changeme", "change-me", "password", "dev", "development", "test"}
 
 
@@ -141,6 +145,18 @@ class Settings(BaseSettings):
     # answered 413 before they are parsed (app/core/limits.py).  Uploads have their own limit.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
+    # HTTP exposure.  `Location` headers are built from the public base URL (scheme, host and
+    # any path prefix a proxy adds), never from the request's Host header; requests naming a
+    # host outside the allow-list are refused.  Both are required in production.
+    public_base_url: str | None = None
+    # Comma-separated host names; "*.example.org" covers the subdomains, "*" any host.
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = None
+    # /docs, /redoc and /openapi.json: served unless turned off; off by default in production.
+    api_docs: bool | None = None
+    # /metrics: with a token, only to `Authorization: Bearer <token>`; without one, to anyone
+    # outside production and to no one (404) in production.
+    metrics_token: SecretStr | None = None
+
     idempotency_ttl_seconds: int = Field(default=86400, ge=60)
     # Anonymous keyed requests (only where an endpoint opts in: POST /auth/register) are
     # kept under this limit per client address; carrier NAT puts many people behind one.
@@ -149,11 +165,38 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     demo_password: str = "demo12345"  # noqa: S105  (documented demo credential)
 
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [h for h in (part.strip() for part in value.split(",")) if h]
+        if isinstance(value, list):
+            return [str(h).strip().lower() for h in value if str(h).strip()] or None
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL, e.g. https://quyu.example.org")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or a fragment")
+        return value.rstrip("/")
+
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
         if self.env != "production":
             return self
         problems: list[str] = []
+        if self.public_base_url is None:
+            problems.append("QUYU_PUBLIC_BASE_URL must name the public address of the API")
+        if not self.allowed_hosts:
+            problems.append("QUYU_ALLOWED_HOSTS must list the host names the API answers to")
+        if self.metrics_token is not None and _is_weak(self.metrics_token.get_secret_value()):
+            problems.append("QUYU_METRICS_TOKEN must be a random value of at least 32 bytes")
         if self.jwt_algorithm == "HS256":
             if self.jwt_secret is None or _is_weak(self.jwt_secret.get_secret_value()):
                 problems.append(
@@ -180,6 +223,20 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach the API (no trailing slash): what `Location` headers start with."""
+        return (self.public_base_url or DEV_BASE_URL).rstrip("/")
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The host names requests may name (lower case, patterns allowed)."""
+        return tuple(self.allowed_hosts) if self.allowed_hosts else DEV_ALLOWED_HOSTS
+
+    @property
+    def docs_served(self) -> bool:
+        return self.api_docs if self.api_docs is not None else self.env != "production"
 
     def ensure_dev_secrets(self) -> None:
         """Fill missing secrets from (or into) the git-ignored local secrets file."""

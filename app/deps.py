@@ -13,7 +13,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
-from app.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageParams
+from app.core.pagination import CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT, PageParams
 from app.db.session import session_scope
 from app.integrations.storage import Storage
 
@@ -69,7 +69,14 @@ async def page_params(
         DEFAULT_LIMIT
     ),
     cursor: Annotated[
-        str | None, Query(max_length=512, description="`next_cursor` of the previous page")
+        str | None,
+        Query(
+            max_length=512,
+            # Declared, not enforced here: any other cursor is 422 `invalid_cursor` too.
+            json_schema_extra={"pattern": CURSOR_PATTERN},
+            description="`next_cursor` of the previous page, as given (422 `invalid_cursor` "
+            "for one this server did not issue for this list)",
+        ),
     ] = None,
 ) -> PageParams:
     """`?limit=&cursor=` of every list endpoint."""

@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from app.config import Settings, get_settings
 from app.contributions.evidence import media
 from app.core.errors import install_error_handlers
+from app.core.http_policy import AllowedHostsMiddleware, SecurityHeadersMiddleware
 from app.core.limits import InputLimitsMiddleware
 from app.core.logging import configure_logging
 from app.core.middleware import ETagMiddleware, RequestContextMiddleware
@@ -64,14 +65,18 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         summary="Regional party building (区域性党建): check-ins, activities, dual-post work",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
-        openapi_url="/openapi.json",
+        # Off in production unless QUYU_API_DOCS turns them on.
+        openapi_url="/openapi.json" if settings.docs_served else None,
+        docs_url="/docs" if settings.docs_served else None,
+        redoc_url="/redoc" if settings.docs_served else None,
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(ops_router)
-    # Innermost first: context (id, logs, metrics, last-resort 500) wraps everything; right
-    # inside it the input limits, so that nothing reads a body before it is bounded.
+    # Added innermost first.  Outermost: the security headers, on every answer; then the
+    # context (id, logs, metrics, last-resort 500); then the host allow-list, before any work;
+    # then the input limits, so that nothing reads a body before it is bounded; then ETag.
     app.add_middleware(ETagMiddleware)
     app.add_middleware(
         InputLimitsMiddleware,
@@ -81,6 +86,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         upload_paths=re.compile(re.escape(API_PREFIX) + media.UPLOAD_PATH),
         upload_code="attachment_too_large",
     )
+    app.add_middleware(AllowedHostsMiddleware, hosts=settings.hosts)
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     install_openapi(app)
     return app

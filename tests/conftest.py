@@ -84,6 +84,10 @@ os.environ.update(
         "QUYU_FIELD_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "QUYU_BLIND_INDEX_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "QUYU_LOG_LEVEL": "WARNING",
+        # The hosts the suite's clients name (http://test, http://t, …); servers it starts
+        # as processes are reached at 127.0.0.1.
+        "QUYU_ALLOWED_HOSTS": "test,t,kit,localhost,127.0.0.1,testserver",
+        "QUYU_PUBLIC_BASE_URL": "http://test",
     }
 )
 

@@ -29,6 +29,7 @@ from app.activities.schemas import (
     SignupRead,
 )
 from app.authz.guards import CurrentMember, OfficerOrg, ReviewerScope
+from app.core.geo import NEAR_PATTERN
 from app.core.openapi import problems
 from app.core.pagination import Page
 from app.core.validators import FilterTime
@@ -99,7 +100,11 @@ async def activities_list(
     category: Category | None = None,
     near: Annotated[
         str | None,
-        Query(max_length=60, description="`lat,lng`: nearest first, within `radius_km`"),
+        Query(
+            max_length=60,
+            pattern=NEAR_PATTERN,
+            description="`lat,lng`: nearest first, within `radius_km`",
+        ),
     ] = None,
     radius_km: Annotated[float | None, Query(gt=0, le=200, description="Default 10")] = None,
 ) -> Page[ActivityListItem]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -259,6 +259,31 @@ class AttendanceCode(BaseModel):
     window_seconds: int
 
 
+# Either a code, or all three parts of a location fix: the rule `attendance` checks, declared.
+CODE_OR_FIX: dict[str, Any] = {
+    "anyOf": [
+        {
+            "required": ["code"],
+            "properties": {
+                "code": {"type": "string"},
+                "lat": {"type": "null"},
+                "lng": {"type": "null"},
+                "accuracy_m": {"type": "null"},
+            },
+        },
+        {
+            "required": ["lat", "lng", "accuracy_m"],
+            "properties": {
+                "code": {"type": "null"},
+                "lat": {"type": "number"},
+                "lng": {"type": "number"},
+                "accuracy_m": {"type": "number"},
+            },
+        },
+    ]
+}
+
+
 class AttendanceCreate(BaseModel):
     """Either `{code}` (the rotating code shown on site) or `{lat, lng, accuracy_m}` (a
     location fix inside the geofence).  `scanned_at`: when the scan or fix was taken, for
@@ -268,7 +293,7 @@ class AttendanceCreate(BaseModel):
     `QUYU_ATTENDANCE_END_GRACE_SECONDS` (300) after the activity ended, is recorded `pending`
     and credits nothing until an officer of the host confirms it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=CODE_OR_FIX)
 
     code: (
         Annotated[str, StringConstraints(strip_whitespace=True, max_length=32), OneLine] | None

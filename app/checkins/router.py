@@ -23,7 +23,8 @@ from app.checkins.schemas import (
 )
 from app.core.openapi import problems
 from app.core.pagination import Page
-from app.deps import DbSession, Paging
+from app.core.urls import public_url
+from app.deps import AppSettings, DbSession, Paging
 from app.idempotency import IdempotentRoute
 from app.models.enums import CheckinStatus
 from app.review.preconditions import IF_MATCH_DESCRIPTION
@@ -60,17 +61,21 @@ async def checkins_create(
     principal: CurrentMember,
     request: Request,
     response: Response,
+    settings: AppSettings,
 ) -> CheckinRead:
     """Submit a pending check-in.  422 `checkin_target_invalid` unless the organization is
     regional, enterprise or building; 422 `profile_incomplete` naming the missing fields;
     409 `checkin_exists` when one is already pending or approved there."""
     created = await submission.submit(session, principal.person, data)
-    response.headers["Location"] = str(request.url_for("checkins_get", checkin_id=created.id))
+    response.headers["Location"] = public_url(
+        settings, request, "checkins_get", checkin_id=created.id
+    )
     return created
 
 
 @router.get(
-    "/checkins/{checkin_id}",
+    # `:uuid`: POST /checkins/review shares the shape; GET /checkins/review is then a 405.
+    "/checkins/{checkin_id:uuid}",
     response_model=CheckinRead,
     responses=problems(401, 403, 404),
     summary="One of my check-ins",

@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.core.schema_rules import UNIQUE, required_when
 from app.models.enums import CheckinStatus, OrgKind, PartyStatus
 from app.review.preconditions import ETagValue
 
@@ -45,7 +46,11 @@ class CheckinReject(_Input):
 
 
 class CheckinReview(_Input):
-    ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=required_when("decision", ["reject"], "comment")
+    )
+
+    ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH, json_schema_extra=UNIQUE)
     decision: Literal["approve", "reject"]
     comment: Comment | None = Field(
         default=None, description="The decision's comment; required (the reason) to reject"

@@ -29,6 +29,7 @@ from app.contributions.schemas import (
 from app.core import clock
 from app.core.openapi import problems
 from app.core.pagination import Page
+from app.core.urls import public_url
 from app.deps import AppSettings, DbSession, Paging
 from app.idempotency import IdempotentRoute
 from app.models.activity import Post
@@ -77,12 +78,15 @@ async def contributions_create(
     created = await service.submit(
         session, principal.person, data, max_age_days=settings.contribution_max_age_days
     )
-    response.headers["Location"] = str(request.url_for("contributions_get", record_id=created.id))
+    response.headers["Location"] = public_url(
+        settings, request, "contributions_get", record_id=created.id
+    )
     return created
 
 
 @router.get(
-    "/contributions/{record_id}",
+    # `:uuid`: POST /contributions/review shares the shape; other methods on it are 405s.
+    "/contributions/{record_id:uuid}",
     response_model=ContributionRead,
     responses=problems(401, 403, 404),
     summary="One of my records (manual or an activity credit)",
@@ -131,7 +135,8 @@ async def me_contributions_summary(
 
 
 @router.patch(
-    "/contributions/{record_id}",
+    # `:uuid`: POST /contributions/review shares the shape; other methods on it are 405s.
+    "/contributions/{record_id:uuid}",
     response_model=ContributionRead,
     responses=problems(401, 403, 404, 409, 422),
     summary="Edit my pending or returned record (a returned one is resubmitted)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from app.core.i18n import text
+from app.core.schema_rules import UNIQUE, required_when
 from app.core.text import OneLine
 from app.core.validators import Day
 from app.models.activity import Post
@@ -34,6 +35,8 @@ Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, m
 
 MAX_BATCH = 100
 MAX_HOURS_PER_DAY = 24
+# What `_check_hours` accepts, declared.
+HOURS_SCHEMA: dict[str, Any] = {"exclusiveMinimum": 0, "maximum": 24, "multipleOf": 0.5}
 
 
 def half_hours_of(hours: float) -> int:
@@ -55,13 +58,31 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _category_of_its_post(schema: dict[str, Any]) -> None:
+    """A category is one of its post's (GET /contribution-categories), declared."""
+    from app.contributions.categories import CATEGORIES
+
+    schema.setdefault("allOf", []).extend(
+        {
+            "if": {"properties": {"post": {"const": post.value}}, "required": ["post"]},
+            "then": {"properties": {"category": {"enum": [c.code for c in categories]}}},
+        }
+        for post, categories in CATEGORIES.items()
+    )
+
+
 class ContributionCreate(_Input):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_category_of_its_post)
+
     post: Post = Field(description="enterprise (企业职责岗) or community (社会义务岗)")
     category: CategoryCode = Field(description="A code of GET /contribution-categories")
     title: Title
     description: Description | None = None
     occurred_on: Day = Field(description="Local (Asia/Shanghai) date; not in the future")
-    hours: float = Field(description="Positive, in steps of 0.5; at most 24 a day per member")
+    hours: float = Field(
+        description="Positive, in steps of 0.5; at most 24 a day per member",
+        json_schema_extra=HOURS_SCHEMA,
+    )
     org_id: uuid.UUID = Field(
         description=(
             "An organization where the member holds an approved check-in (the record "
@@ -75,12 +96,14 @@ class ContributionCreate(_Input):
 class ContributionUpdate(_Input):
     """Any subset of the fields; a returned record goes back to pending."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_category_of_its_post)
+
     post: Post | None = None
     category: CategoryCode | None = None
     title: Title | None = None
     description: Description | None = None
     occurred_on: Day | None = None
-    hours: float | None = None
+    hours: float | None = Field(default=None, json_schema_extra=HOURS_SCHEMA)
     org_id: uuid.UUID | None = None
 
     @field_validator("hours")
@@ -98,7 +121,12 @@ class ContributionReasoned(_Input):
 
 
 class ContributionReview(_Input):
-    ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH)
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=required_when("decision", ["reject", "return"], "comment"),
+    )
+
+    ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH, json_schema_extra=UNIQUE)
     decision: Literal["approve", "reject", "return"]
     comment: Comment | None = Field(
         default=None,

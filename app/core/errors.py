@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
+from functools import lru_cache
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from app.core.i18n import current_lang, negotiate
 from app.db.faults import is_unavailable
@@ -33,6 +37,8 @@ CATALOG: dict[str, tuple[int, str, str]] = {
     # A body that cannot be decoded at all (not UTF-8, a broken multipart stream).
     "malformed_body": (400, "请求体无法解析", "The request body cannot be decoded"),
     "bad_request": (400, "请求有误", "Bad request"),
+    # The Host header names none of the hosts this service answers to (QUYU_ALLOWED_HOSTS).
+    "host_not_allowed": (400, "请求的主机名无效", "The requested host is not served here"),
     "unauthorized": (401, "未登录或登录已失效", "Authentication required"),
     "token_invalid": (401, "访问令牌无效或已过期", "The access token is invalid or expired"),
     "forbidden": (403, "无权执行此操作", "You may not do this"),
@@ -345,6 +351,24 @@ def database_unavailable(exc: BaseException) -> tuple[int, dict[str, Any], dict[
     )
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path is served with.  The router answers 405 from the first
+    route whose path matched, which knows only its own method; a path served by several
+    routes (GET and PATCH /me) must list them all in `Allow`."""
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        template, route_methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if isinstance(template, str) and route_methods and _path_regex(template).match(path):
+            methods.update(route_methods)
+    return sorted(methods)
+
+
+@lru_cache(maxsize=1024)
+def _path_regex(template: str) -> re.Pattern[str]:
+    return compile_path(template)[0]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
@@ -379,6 +403,8 @@ def install_error_handlers(app: FastAPI) -> None:
             503: "service_unavailable",
         }.get(exc.status_code, "internal_error" if exc.status_code >= 500 else "bad_request")
         headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         if exc.status_code == 401:
             headers.setdefault("WWW-Authenticate", 'Bearer realm="quyu"')
         return problem_response(code, exc.status_code, headers=headers)

@@ -40,6 +40,13 @@ def distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
+# `lat,lng` in decimal degrees, latitude in -90..90 and longitude in -180..180: the whole rule,
+# so that the OpenAPI document declares exactly what `parse_near` accepts.
+_LAT = r"-?(?:90(?:\.0+)?|[1-8]?[0-9](?:\.[0-9]+)?)"
+_LNG = r"-?(?:180(?:\.0+)?|(?:1[0-7][0-9]|[1-9]?[0-9])(?:\.[0-9]+)?)"
+NEAR_PATTERN = f"^{_LAT},{_LNG}$"
+
+
 def parse_near(near: str | None, radius_km: float | None, *, default_km: float) -> Near | None:
     """`near=lat,lng` (degrees) with an optional `radius_km`; None without `near`.
     422 `validation_error` naming the parameter at fault: a malformed or out-of-range point

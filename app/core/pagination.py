@@ -22,6 +22,9 @@ from sqlalchemy.orm import InstrumentedAttribute
 from app.core.errors import AppError, register_codes
 from app.core.text import has_refused
 
+# What `encode_cursor` writes: base64url without padding.
+CURSOR_PATTERN = "^[A-Za-z0-9_-]+$"
+
 register_codes({"invalid_cursor": (422, "分页游标无效", "The cursor is not valid")})
 
 T = TypeVar("T")

@@ -3,12 +3,13 @@ the dates and times a request may carry."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from typing import Annotated
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
-from pydantic import AfterValidator, AwareDatetime, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
 from pydantic_core import PydanticCustomError
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
@@ -36,6 +37,17 @@ def normalize_mainland_mobile(value: str) -> str:
     return national
 
 
+def _not_a_timestamp(value: object) -> object:
+    """Query values are text, and pydantic reads a number as Unix time: "0.5" would pass as a
+    date-time.  The document says ISO 8601 (`format: date-time` / `date`); so does the server."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        raise ValueError("expected an ISO 8601 date or date-time")
+    return value
+
+
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def normalize_id_number(value: str) -> str:
     """Validate an 18-digit resident ID number (checksum, birth date, region) or raise."""
     try:
@@ -47,11 +59,31 @@ def normalize_id_number(value: str) -> str:
     return compact.upper()
 
 
+# Declared in the OpenAPI document: an 11-digit mainland mobile number as the numbering plan
+# allots them (libphonenumber's own pattern), optionally after +86.  The server also takes the
+# usual spellings with spaces or dashes.
+def _mobile_pattern() -> str:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region("CN")
+    national = metadata.mobile.national_number_pattern if metadata and metadata.mobile else None
+    return f"^(?:\\+86)?(?:{national or '1[0-9]{10}'})$"
+
+
+MOBILE_PATTERN = _mobile_pattern()
 MobilePhone = Annotated[
-    str, StringConstraints(max_length=20), OneLine, AfterValidator(normalize_mainland_mobile)
+    str,
+    StringConstraints(max_length=20),
+    OneLine,
+    AfterValidator(normalize_mainland_mobile),
+    Field(json_schema_extra={"pattern": MOBILE_PATTERN}),
 ]
+# 17 digits and a check character; the checksum, the region and the birth date are checked too.
+ID_NUMBER_PATTERN = "^[0-9]{17}[0-9Xx]$"
 IdNumber = Annotated[
-    str, StringConstraints(max_length=18), OneLine, AfterValidator(normalize_id_number)
+    str,
+    StringConstraints(max_length=18),
+    OneLine,
+    AfterValidator(normalize_id_number),
+    Field(json_schema_extra={"pattern": ID_NUMBER_PATTERN}),
 ]
 
 
@@ -85,9 +117,11 @@ def _time_in_range(value: datetime) -> datetime:
     return value
 
 
-# A calendar day (e.g. a filter's first or last day, the day of a record).
-Day = Annotated[date, AfterValidator(_day_in_range)]
+# A calendar day (e.g. a filter's first or last day, the day of a record), ISO 8601 only.
+Day = Annotated[date, BeforeValidator(_not_a_timestamp), AfterValidator(_day_in_range)]
 # An instant with its offset (RFC 3339), e.g. when an activity starts.
-Instant = Annotated[AwareDatetime, AfterValidator(_time_in_range)]
-# A time in a query filter: with an offset, or without one for a local time.
-FilterTime = Annotated[datetime, AfterValidator(_time_in_range)]
+Instant = Annotated[
+    AwareDatetime, BeforeValidator(_not_a_timestamp), AfterValidator(_time_in_range)
+]
+# A time in a query filter: with an offset, or without one for a local time; ISO 8601 only.
+FilterTime = Annotated[datetime, BeforeValidator(_not_a_timestamp), AfterValidator(_time_in_range)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -18,6 +18,7 @@ from pydantic import (
 
 from app.core import clock
 from app.core.openapi import Problem
+from app.core.schema_rules import not_both, not_nullable, rules
 from app.core.text import OneLine
 from app.core.validators import Day, IdNumber, MobilePhone
 from app.models.enums import Gender, OfficerRole, PartyStatus
@@ -86,7 +87,10 @@ class MeRead(BaseModel):
 class MeUpdate(BaseModel):
     """Fields to change; a field set to null is cleared, a field left out is kept."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=rules(not_nullable("name"), not_both("record_org_id", "record_org_name")),
+    )
 
     name: Name | None = None
     gender: Gender | None = None
@@ -131,12 +135,22 @@ class LogoutIn(BaseModel):
     refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
+def _grant_type_required(schema: dict[str, Any]) -> None:
+    schema.setdefault("required", []).append("grant_type")
+
+
 class TokenRequest(BaseModel):
     """RFC 6749 token request, form-encoded.  Parameters are checked by the endpoint itself so
     that every problem is answered in RFC 6749 form; unknown parameters are ignored."""
 
+    model_config = ConfigDict(json_schema_extra=_grant_type_required)
+
+    # Declared required and one of three; the endpoint itself answers 400 `invalid_request`
+    # or `unsupported_grant_type` in RFC 6749 form when it is not.
     grant_type: str | None = Field(
-        default=None, description="password, refresh_token or client_credentials"
+        default=None,
+        description="password, refresh_token or client_credentials",
+        json_schema_extra={"enum": ["password", "refresh_token", "client_credentials"]},
     )
     username: str | None = Field(default=None, description="Phone number (password grant)")
     password: str | None = Field(default=None, description="Password (password grant)")

@@ -7,6 +7,9 @@ from pydantic import BaseModel
 
 from app.core.errors import problem_response
 from app.core.metrics import render
+from app.core.openapi import problems
+from app.deps import AppSettings
+from app.ops.access import check_metrics_reader
 from app.ops.readiness import database_answers
 
 router = APIRouter(tags=["operations"])
@@ -39,8 +42,15 @@ async def readyz(request: Request) -> Response | Health:
     "/metrics",
     operation_id="ops_metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus exposition"}},
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus exposition"},
+        **problems(401, 404),
+    },
 )
-async def metrics() -> Response:
+async def metrics(request: Request, settings: AppSettings) -> Response:
+    """Prometheus metrics.  With `QUYU_METRICS_TOKEN` set, only for
+    `Authorization: Bearer <token>` (401 otherwise); without it, served outside production
+    and not at all (404) in production."""
+    check_metrics_reader(settings, request.headers.get("authorization"))
     body, content_type = render()
     return Response(body, media_type=content_type)

@@ -9,7 +9,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.authz import Principal, directory_scope, load_org_in_scope
-from app.core.errors import ValidationFailed
+from app.core.errors import AppError, ValidationFailed
 from app.core.geo import Near, distance_m, parse_near
 from app.core.i18n import text
 from app.core.pagination import Page, PageParams, page_of
@@ -34,9 +34,12 @@ def _near(near: str | None, radius_km: float | None, cursor: str | None) -> Near
             text(f"半径不能超过 {MAX_RADIUS_KM:g} 公里", f"At most {MAX_RADIUS_KM:g} km"),
         )
     if near is not None and cursor is not None:
-        raise ValidationFailed(
-            "cursor",
-            text("按距离排序时只有一页，不能使用游标", "Results sorted by distance have no cursor"),
+        raise AppError(
+            "invalid_cursor",
+            detail=text(
+                "按距离排序时只有一页，不能使用游标", "Results sorted by distance have no cursor"
+            ),
+            errors=[{"field": "cursor", "message": "near"}],
         )
     return parse_near(near, radius_km, default_km=DEFAULT_RADIUS_KM)
 

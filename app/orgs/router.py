@@ -8,9 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app.authz.guards import CurrentMember, CurrentPrincipal, OfficerScope
+from app.core.geo import NEAR_PATTERN
 from app.core.openapi import problems
 from app.core.pagination import Page
-from app.deps import DbSession, Paging
+from app.core.urls import public_url
+from app.deps import AppSettings, DbSession, Paging
 from app.idempotency import IdempotentRoute
 from app.models.enums import OrgKind, RegionType
 from app.orgs import directory, officers, structure
@@ -46,7 +48,12 @@ async def orgs_list(
         str | None, Query(min_length=1, max_length=50, description="Name contains (any case)")
     ] = None,
     near: Annotated[
-        str | None, Query(max_length=64, description="`lat,lng` in degrees, e.g. `29.6,121.4`")
+        str | None,
+        Query(
+            max_length=64,
+            pattern=NEAR_PATTERN,
+            description="`lat,lng` in degrees, e.g. `29.6,121.4`",
+        ),
     ] = None,
     radius_km: Annotated[
         float | None,
@@ -98,9 +105,10 @@ async def orgs_create(
     body: OrgCreate,
     request: Request,
     response: Response,
+    settings: AppSettings,
 ) -> OrgRead:
     org = await structure.create_org(session, principal, scope, body)
-    response.headers["Location"] = str(request.url_for("orgs_get", org_id=str(org.id)))
+    response.headers["Location"] = public_url(settings, request, "orgs_get", org_id=org.id)
     return org
 
 

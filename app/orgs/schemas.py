@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from app.core.schema_rules import not_nullable
 from app.core.text import OneLine
 from app.models.enums import (
     AppointedBy,
@@ -59,7 +60,7 @@ class OrgUpdate(BaseModel):
     """Fields to change; an absent field keeps its value, `null` clears a nullable one.
     Setting `parent_id` moves the organization with its whole subtree."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=not_nullable("name", "kind"))
 
     name: OrgName | None = None
     kind: OrgKind | None = None

@@ -48,6 +48,29 @@ class TestProblems:
         r = await client.delete("http://test/healthz")
         assert r.status_code == 405
         assert r.json()["code"] == "method_not_allowed"
+        assert r.headers["Allow"] == "GET"
+
+    @pytest.mark.parametrize(
+        ("method", "path", "allow"),
+        [
+            # Served by two routes each: the 405 used to name only the first one's method.
+            ("DELETE", "/me", "GET, PATCH"),
+            ("PUT", "/orgs/2b1f0c9e-0000-4000-8000-000000000000", "GET, PATCH"),
+            ("PATCH", "/orgs", "GET, POST"),
+            ("GET", "/auth/token", "POST"),
+        ],
+    )
+    async def test_405_allow_lists_every_method_of_the_path(
+        self, client: httpx.AsyncClient, method: str, path: str, allow: str
+    ) -> None:
+        r = await client.request(method, path)
+        assert r.status_code == 405
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == "method_not_allowed"
+        assert r.headers["Allow"] == allow
+        for listed in allow.split(", "):
+            again = await client.request(listed, path)
+            assert again.status_code != 405, listed
 
     async def test_body_that_is_not_utf8_is_malformed_body(self, client: httpx.AsyncClient) -> None:
         r = await client.post(
