@@ -15,6 +15,7 @@ from pydantic import (
     field_validator,
 )
 
+from app.core.schema_rules import UNIQUE, required_when
 from app.core.text import OneLine
 from app.core.validators import Instant
 from app.models.activity import (
@@ -376,9 +377,11 @@ MAX_BATCH = 100
 class AttendanceReview(BaseModel):
     """Confirm (present, hours credited) or reject (absent) pending check-ins at once."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=required_when("decision", ["reject"], "comment")
+    )
 
-    ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH)
+    ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BATCH, json_schema_extra=UNIQUE)
     decision: Literal["confirm", "reject"]
     comment: Comment | None = Field(
         default=None, description="The decision's comment; required (the reason) to reject"

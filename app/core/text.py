@@ -14,8 +14,9 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import AfterValidator
-from pydantic_core import PydanticCustomError
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 # Controls refused everywhere: C0 except tab, LF and CR, plus unpaired surrogates (they cannot
 # be encoded as UTF-8, so no database could store them).
@@ -56,10 +57,33 @@ def _single_line(value: str) -> str:
     return value
 
 
-# The mark of a one-line text field: no tab, CR, LF or other control character.  It goes after
-# the field's `StringConstraints`, so that surrounding whitespace is stripped first:
-# `Annotated[str, StringConstraints(strip_whitespace=True, max_length=50), OneLine]`.
-OneLine = AfterValidator(_single_line)
+# What the OpenAPI document says of a one-line field: no tab or line break, and at least one
+# character that is not white space (surrounding white space is stripped before the length is
+# checked).  Other control characters are refused in every string, which the document's
+# description of the 422 says.
+ONE_LINE_PATTERN = r"^[^\t\n\r]*\S[^\t\n\r]*$"
+
+
+class _OneLine:
+    """The mark of a one-line text field: no tab, CR, LF or other control character, declared
+    in the JSON Schema as `ONE_LINE_PATTERN`.  It goes after the field's `StringConstraints`, so
+    that surrounding whitespace is stripped first:
+    `Annotated[str, StringConstraints(strip_whitespace=True, max_length=50), OneLine]`."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(_single_line, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        declared = handler(schema)
+        declared.setdefault("pattern", ONE_LINE_PATTERN)
+        return declared
+
+
+OneLine = _OneLine()
 
 
 def printable(value: str) -> str:

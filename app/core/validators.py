@@ -4,12 +4,19 @@ the dates and times a request may carry."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 from pydantic_core import PydanticCustomError
 from stdnum.cn import ric
 from stdnum.exceptions import ValidationError as StdnumError
@@ -88,9 +95,11 @@ IdNumber = Annotated[
 
 
 # Dates and times a request may carry: within these years, so that converting to UTC or
-# stepping a day or a month never leaves the calendar (years 1 and 9999 are its edges).
+# stepping a day or a month never leaves the calendar (years 1 and 9999 are its edges).  The
+# OpenAPI document says so with a pattern on the year.
 EARLIEST = date(1900, 1, 1)
 LATEST = date(2999, 12, 31)
+_YEAR_PATTERN = "^(19[0-9]{2}|2[0-9]{3})-"
 
 
 def _out_of_range() -> PydanticCustomError:
@@ -108,20 +117,34 @@ def _day_in_range(value: date) -> date:
 
 
 def _time_in_range(value: datetime) -> datetime:
+    """The local date within range; its UTC instant then is too (at most a day off, far from
+    the calendar's edges)."""
     _day_in_range(value.date())
-    if value.tzinfo is not None:
-        try:
-            _day_in_range(value.astimezone(UTC).date())
-        except OverflowError:
-            raise _out_of_range() from None
     return value
 
 
+def _declared(fmt: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "format": fmt, "pattern": _YEAR_PATTERN})
+
+
 # A calendar day (e.g. a filter's first or last day, the day of a record), ISO 8601 only.
-Day = Annotated[date, BeforeValidator(_not_a_timestamp), AfterValidator(_day_in_range)]
+Day = Annotated[
+    date,
+    BeforeValidator(_not_a_timestamp),
+    AfterValidator(_day_in_range),
+    _declared("date"),
+]
 # An instant with its offset (RFC 3339), e.g. when an activity starts.
 Instant = Annotated[
-    AwareDatetime, BeforeValidator(_not_a_timestamp), AfterValidator(_time_in_range)
+    AwareDatetime,
+    BeforeValidator(_not_a_timestamp),
+    AfterValidator(_time_in_range),
+    _declared("date-time"),
 ]
 # A time in a query filter: with an offset, or without one for a local time; ISO 8601 only.
-FilterTime = Annotated[datetime, BeforeValidator(_not_a_timestamp), AfterValidator(_time_in_range)]
+FilterTime = Annotated[
+    datetime,
+    BeforeValidator(_not_a_timestamp),
+    AfterValidator(_time_in_range),
+    _declared("date-time"),
+]

@@ -211,6 +211,7 @@ async def seed_dirty_rows(db: AsyncSession, tree: Tree) -> None:
         Attendance(
             activity_id=activity.id,
             user_id=member.user.id,
+            org_id=activity.org_id,
             status="present",
             method="code",
             attended_at=starts,

@@ -133,6 +133,7 @@ BEYOND_THE_DOCUMENT = {
     ("POST /api/v1/activities", "org_id"),  # an organization that does not exist
     ("PATCH /api/v1/contributions/{record_id}", "category"),  # of the record's post if unsent
     ("PATCH /api/v1/me", "id_number"),  # the last character is a checksum of the others
+    ("PATCH /api/v1/me", "joined_party_on"),  # not in the future
     # Relative to the present, which a document cannot hold: not older than the configured
     # days, not in the future.
     ("POST /api/v1/contributions", "occurred_on"),
