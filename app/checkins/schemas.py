@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
+from app.core.i18n import text
 from app.core.schema_rules import UNIQUE, required_when
 from app.models.enums import CheckinStatus, OrgKind, PartyStatus
 from app.review.preconditions import ETagValue
@@ -72,11 +73,15 @@ class CheckinReview(_Input):
             raise ValueError("ids must be unique")
         return ids
 
-    @model_validator(mode="after")
-    def _if_match_of_ids(self) -> Self:
-        if self.if_match and not set(self.if_match) <= set(self.ids):
-            raise ValueError("if_match keys must be in ids")
-        return self
+    @field_validator("if_match")
+    @classmethod
+    def _if_match_of_ids(
+        cls, value: dict[uuid.UUID, ETagValue] | None, info: ValidationInfo
+    ) -> dict[uuid.UUID, ETagValue] | None:
+        # Keys among `ids`: a rule between two fields that JSON Schema cannot state.
+        if value and not set(value) <= set(info.data.get("ids") or ()):
+            raise ValueError(text("if_match 只能包含 ids 中的 ID", "if_match keys must be in ids"))
+        return value
 
 
 class OrgSummary(BaseModel):

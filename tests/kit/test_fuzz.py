@@ -134,6 +134,9 @@ BEYOND_THE_DOCUMENT = {
     ("PATCH /api/v1/contributions/{record_id}", "category"),  # of the record's post if unsent
     ("PATCH /api/v1/me", "id_number"),  # the last character is a checksum of the others
     ("PATCH /api/v1/me", "joined_party_on"),  # not in the future
+    # The keys of `if_match` among `ids`: JSON Schema cannot tie an object's keys to a list.
+    ("POST /api/v1/checkins/review", "if_match"),
+    ("POST /api/v1/contributions/review", "if_match"),
     # Relative to the present, which a document cannot hold: not older than the configured
     # days, not in the future.
     ("POST /api/v1/contributions", "occurred_on"),
