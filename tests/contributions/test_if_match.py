@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models.contribution import Contribution
 from app.models.kit import AuditLog
-from tests.contributions.helpers import World, act, count, create, status_of, written
+from tests.contributions.helpers import World, act, count, create, status_of, today, written
 from tests.fixtures.problems import assert_problem
 
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
@@ -278,8 +279,10 @@ class TestConcurrentEditAndDecision:
         """The member's edit and the officer's approval of the version read race; whichever
         commits first wins and the other is refused: an approved record is always the one
         the officer read."""
-        for _ in range(8):
-            record = await create(client, world.alice, world.tree.r1, hours=1)
+        for n in range(8):
+            # A day of its own per round: the daily cap of 24 hours stays out of the race.
+            day = (today() - timedelta(days=1 + n)).isoformat()
+            record = await create(client, world.alice, world.tree.r1, hours=1, occurred_on=day)
             read = await queue_item(client, world, record["id"])
             edited, approved = await asyncio.gather(
                 client.patch(
