@@ -11,14 +11,12 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationInfo,
     field_validator,
 )
 
-from app.core.i18n import text
 from app.core.schema_rules import UNIQUE, required_when
 from app.models.enums import CheckinStatus, OrgKind, PartyStatus
-from app.review.preconditions import ETagValue
+from app.review.preconditions import ETagValue, if_match_among_ids
 
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
 Comment = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
@@ -73,15 +71,7 @@ class CheckinReview(_Input):
             raise ValueError("ids must be unique")
         return ids
 
-    @field_validator("if_match")
-    @classmethod
-    def _if_match_of_ids(
-        cls, value: dict[uuid.UUID, ETagValue] | None, info: ValidationInfo
-    ) -> dict[uuid.UUID, ETagValue] | None:
-        # Keys among `ids`: a rule between two fields that JSON Schema cannot state.
-        if value and not set(value) <= set(info.data.get("ids") or ()):
-            raise ValueError(text("if_match 只能包含 ids 中的 ID", "if_match keys must be in ids"))
-        return value
+    _if_match_of_ids = field_validator("if_match")(if_match_among_ids)
 
 
 class OrgSummary(BaseModel):

@@ -11,7 +11,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationInfo,
     field_validator,
 )
 
@@ -21,7 +20,7 @@ from app.core.text import OneLine
 from app.core.validators import Day
 from app.models.activity import Post
 from app.models.contribution import ContributionSource, ContributionStatus
-from app.review.preconditions import ETagValue
+from app.review.preconditions import ETagValue, if_match_among_ids
 
 Title = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), OneLine
@@ -149,15 +148,7 @@ class ContributionReview(_Input):
             raise ValueError(text("ID 不能重复", "ids must be unique"))
         return ids
 
-    @field_validator("if_match")
-    @classmethod
-    def _if_match_of_ids(
-        cls, value: dict[uuid.UUID, ETagValue] | None, info: ValidationInfo
-    ) -> dict[uuid.UUID, ETagValue] | None:
-        # Keys among `ids`: a rule between two fields that JSON Schema cannot state.
-        if value and not set(value) <= set(info.data.get("ids") or ()):
-            raise ValueError(text("if_match 只能包含 ids 中的 ID", "if_match keys must be in ids"))
-        return value
+    _if_match_of_ids = field_validator("if_match")(if_match_among_ids)
 
 
 class CategoryRead(BaseModel):

@@ -19,10 +19,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Final
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, ValidationInfo
 from sqlalchemy import ColumnElement, SQLColumnExpression, and_, false, or_, true
 
 from app.core.errors import AppError
+from app.core.i18n import text
 
 ANY: Final = "*"
 """`If-Match: *`: any current version."""
@@ -104,3 +105,14 @@ def condition(
     clauses: list[ColumnElement[bool]] = [id_column.in_(free)] if free else []
     clauses += [and_(id_column == i, matches(columns, w)) for i, w in wanted.items()]
     return or_(*clauses) if clauses else false()
+
+
+def if_match_among_ids(
+    cls: type, value: dict[uuid.UUID, str] | None, info: ValidationInfo
+) -> dict[uuid.UUID, str] | None:
+    """A batch decision's `if_match` names only ids of its `ids` (declared before it): a rule
+    between two fields that JSON Schema cannot state.  Used as
+    `field_validator("if_match")(if_match_among_ids)`."""
+    if value and not set(value) <= set(info.data.get("ids") or ()):
+        raise ValueError(text("if_match 只能包含 ids 中的 ID", "if_match keys must be in ids"))
+    return value
