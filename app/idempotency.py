@@ -64,7 +64,7 @@ from app.core.crypto import blind_index
 from app.core.errors import AppError
 from app.core.metrics import IDEMPOTENCY
 from app.core.middleware import route_template
-from app.core.throttle import hit
+from app.core.throttle import throttle_address
 from app.db.session import separate_transaction
 from app.deps import client_address
 from app.models.kit import IdempotencyRecord
@@ -191,9 +191,11 @@ async def _before(ctx: _Context) -> None:
         settings: Settings = request.app.state.settings
         factory: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
         address = client_address(request, settings)
-        await hit(
+        await throttle_address(
             factory,
-            "idempotency:addr:" + blind_index(address, context="throttle.address"),
+            settings,
+            action="idempotency",
+            address=address,
             limit=settings.idempotency_anonymous_per_address,
             window_seconds=settings.idempotency_anonymous_window_seconds,
         )

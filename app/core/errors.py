@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -14,6 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
+from starlette.types import Send
 
 from app.core.i18n import current_lang, negotiate
 from app.db.faults import is_unavailable
@@ -249,6 +252,29 @@ def problem_body(code: str, status: int, detail: str | None = None, **extra: Any
     }
     body.update(extra)
     return body
+
+
+async def send_problem(
+    send: Send,
+    status: int,
+    body: dict[str, Any],
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer a problem straight from an ASGI middleware (before or around the app, where no
+    exception handler runs)."""
+    payload = json.dumps(body, ensure_ascii=False).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 def problem_response(

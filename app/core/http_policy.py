@@ -14,13 +14,12 @@ allow-list.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import PROBLEM_JSON, problem_body
+from app.core.errors import problem_body, send_problem
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
@@ -81,15 +80,4 @@ class AllowedHostsMiddleware:
         if host_allowed(host, self.hosts):
             await self.app(scope, receive, send)
             return
-        payload = json.dumps(problem_body("host_not_allowed", 400), ensure_ascii=False).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(payload)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_problem(send, 400, problem_body("host_not_allowed", 400))

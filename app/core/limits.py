@@ -30,11 +30,9 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import problem_body
+from app.core.errors import problem_body, send_problem
 from app.core.i18n import current_lang
 from app.core.text import has_refused, refused_in
-
-_PROBLEM = b"application/problem+json"
 
 
 class BodyTooLarge(HTTPException):
@@ -50,21 +48,9 @@ def _media_type(headers: Headers) -> str:
 
 
 async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body, ensure_ascii=False).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", _PROBLEM),
-                (b"content-length", str(len(payload)).encode()),
-                # The rest of the body is not read: the client must not send it on this
-                # connection.
-                *([(b"connection", b"close")] if status == 413 else []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    # A 413 leaves the rest of the body unread: the client must not send it on this
+    # connection.
+    await send_problem(send, status, body, [(b"connection", b"close")] if status == 413 else [])
 
 
 def _query_fields(query: bytes) -> list[str]:

@@ -5,21 +5,19 @@ layer, after authentication (app/idempotency.py)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import time
 import uuid
-from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import (
-    PROBLEM_JSON,
     database_unavailable,
     disk_fault,
     problem_body,
+    send_problem,
     storage_failed,
 )
 from app.core.i18n import current_lang, negotiate
@@ -46,24 +44,6 @@ def route_template(scope: Scope) -> str:
     own = template.count("/")
     prefix = "/".join(segments[: len(segments) - own]) if len(segments) > own else ""
     return prefix + template
-
-
-async def _send_json(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]
-) -> None:
-    payload = json.dumps(body, ensure_ascii=False).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(payload)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
 
 
 class RequestContextMiddleware:
@@ -103,7 +83,7 @@ class RequestContextMiddleware:
                 # The database is away: retry later, not a bug (app/db/faults.py).
                 status, body, extra_headers = database_unavailable(exc)
                 if not response_started:
-                    await _send_json(
+                    await send_problem(
                         send,
                         status,
                         body,
@@ -119,7 +99,7 @@ class RequestContextMiddleware:
                 error = storage_failed(fault, "request")
                 status = error.status
                 if not response_started:
-                    await _send_json(
+                    await send_problem(
                         send,
                         status,
                         problem_body(error.code, status),
@@ -132,7 +112,7 @@ class RequestContextMiddleware:
             error_log.exception("unhandled error", extra={"error_type": type(exc).__name__})
             status = 500
             if not response_started:
-                await _send_json(
+                await send_problem(
                     send,
                     500,
                     problem_body("internal_error", 500),

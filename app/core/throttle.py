@@ -74,14 +74,26 @@ async def hit_in(
         raise Throttled(headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
 
 
+def address_key(action: str, address: str) -> str:
+    """The throttle key of `action` from one client address: a keyed hash of the address,
+    never the address itself."""
+    return f"{action}:addr:" + blind_index(address, context="throttle.address")
+
+
 async def throttle_address(
-    factory: async_sessionmaker[AsyncSession], settings: Settings, *, action: str, address: str
+    factory: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    action: str,
+    address: str,
+    limit: int | None = None,
+    window_seconds: int | None = None,
 ) -> None:
-    """Count an anonymous attempt at `action` per client address (the key holds a keyed hash
-    of the address, never the address); 429 past `auth_attempts_per_address` in a window."""
+    """Count an anonymous attempt at `action` per client address; 429 past `limit` (default
+    `auth_attempts_per_address`) in a window (default `auth_window_seconds`)."""
     await hit(
         factory,
-        f"{action}:addr:" + blind_index(address, context="throttle.address"),
-        limit=settings.auth_attempts_per_address,
-        window_seconds=settings.auth_window_seconds,
+        address_key(action, address),
+        limit=settings.auth_attempts_per_address if limit is None else limit,
+        window_seconds=settings.auth_window_seconds if window_seconds is None else window_seconds,
     )
